@@ -1,0 +1,72 @@
+"""systolic-dse: design-space exploration of energy-efficient CNN accelerators on systolic
+arrays. This module is the public API that plugins and scripts import from."""
+
+from dse_core.contracts import ArrayMapping, EnergyModel
+from dse_core.errors import DseError, PluginConflictError, UnknownPluginError, ValidationError
+from dse_core.evaluate import NetworkEvaluation, evaluate_network, map_network
+from dse_core.hookspecs import hookimpl
+from dse_core.plugins import (
+    CharacterizerPlugin,
+    CommandPlugin,
+    DatasetPlugin,
+    EnergyModelPlugin,
+    MappingPlugin,
+    ModelPlugin,
+    PluginRecord,
+    Registry,
+    SchedulerPlugin,
+    SelectorPlugin,
+    build_registry,
+    get_registry,
+    instantiate,
+)
+from dse_core.types import (
+    AllowedSet,
+    ArrayConfig,
+    CompressionPlan,
+    FoldTile,
+    LayerEnergy,
+    LayerMapping,
+    LayerSpec,
+    NetworkEnergy,
+)
+from dse_core.workloads import layers_from_module, load_workload
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AllowedSet",
+    "ArrayConfig",
+    "ArrayMapping",
+    "CharacterizerPlugin",
+    "CommandPlugin",
+    "CompressionPlan",
+    "DatasetPlugin",
+    "DseError",
+    "EnergyModel",
+    "EnergyModelPlugin",
+    "FoldTile",
+    "LayerEnergy",
+    "LayerMapping",
+    "LayerSpec",
+    "MappingPlugin",
+    "ModelPlugin",
+    "NetworkEnergy",
+    "NetworkEvaluation",
+    "PluginConflictError",
+    "PluginRecord",
+    "Registry",
+    "SchedulerPlugin",
+    "SelectorPlugin",
+    "UnknownPluginError",
+    "ValidationError",
+    "__version__",
+    "build_registry",
+    "evaluate_network",
+    "get_registry",
+    "hookimpl",
+    "instantiate",
+    "layers_from_module",
+    "load_workload",
+    "map_network",
+]

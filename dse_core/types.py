@@ -1,0 +1,379 @@
+"""Immutable value types shared by the core and every plugin.
+
+Each type validates itself at construction; an error names the field, the value and what was
+expected. Units are in the names: ``*_pj`` is picojoules, ``cycles`` are array clock cycles.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+import numpy as np
+
+from dse_core.errors import ValidationError
+
+__all__ = [
+    "LayerKind",
+    "Dataflow",
+    "DATAFLOWS",
+    "LayerSpec",
+    "ArrayConfig",
+    "FoldTile",
+    "LayerMapping",
+    "AllowedSet",
+    "CompressionPlan",
+    "LayerEnergy",
+    "NetworkEnergy",
+]
+
+LayerKind = Literal["conv", "depthwise", "linear"]
+Dataflow = Literal["ws", "os", "is"]
+DATAFLOWS: tuple[str, ...] = ("ws", "os", "is")
+_LAYER_KINDS = ("conv", "depthwise", "linear")
+
+
+def _positive_int(owner: str, name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValidationError.field(owner, name, value, "a positive integer")
+
+
+def _non_negative_int(owner: str, name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise ValidationError.field(owner, name, value, "a non-negative integer")
+
+
+def _pair(owner: str, name: str, value: object, check: str) -> None:
+    if not (isinstance(value, tuple) and len(value) == 2):
+        raise ValidationError.field(owner, name, value, "a pair (height, width)")
+    for item in value:
+        try:
+            (_positive_int if check == "positive" else _non_negative_int)(owner, name, item)
+        except ValidationError:
+            expected = "positive" if check == "positive" else "non-negative"
+            raise ValidationError.field(
+                owner, name, value, f"a pair of {expected} integers"
+            ) from None
+
+
+def _finite_non_negative(owner: str, name: str, value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float | np.floating | np.integer)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValidationError.field(owner, name, value, "a finite number >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class LayerSpec:
+    """One conv / depthwise / linear layer as the array sees it.
+
+    The layer becomes ``groups`` independent GEMMs (im2col): ``gemm_m`` output pixels streamed
+    (batch included), ``gemm_k`` = C_in/groups * k_h * k_w reduction length, ``gemm_n`` =
+    C_out/groups filters. ``input_hw`` is the unpadded input; ``output_hw`` is stored rather
+    than derived because SCALE-Sim topologies round the output size up while torch rounds down.
+    """
+
+    name: str
+    kind: LayerKind
+    in_channels: int
+    out_channels: int
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    input_hw: tuple[int, int] = (1, 1)
+    output_hw: tuple[int, int] = (1, 1)
+    batch: int = 1
+
+    def __post_init__(self) -> None:
+        owner = "LayerSpec"
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValidationError.field(owner, "name", self.name, "a non-empty string")
+        if self.kind not in _LAYER_KINDS:
+            raise ValidationError.field(owner, "kind", self.kind, f"one of {_LAYER_KINDS}")
+        for name in ("in_channels", "out_channels", "groups", "batch"):
+            _positive_int(owner, name, getattr(self, name))
+        for name in ("kernel", "stride", "dilation", "input_hw", "output_hw"):
+            _pair(owner, name, getattr(self, name), "positive")
+        _pair(owner, "padding", self.padding, "non-negative")
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValidationError.field(
+                owner, "groups", self.groups,
+                f"a divisor of in_channels={self.in_channels} and out_channels={self.out_channels}",
+            )
+        if self.kind == "depthwise" and self.groups != self.in_channels:
+            raise ValidationError.field(
+                owner, "groups", self.groups, f"in_channels={self.in_channels} for a depthwise layer"
+            )
+
+    @property
+    def gemm_m(self) -> int:
+        """Rows of the im2col GEMM: output pixels of the whole batch."""
+        return self.batch * self.output_hw[0] * self.output_hw[1]
+
+    @property
+    def gemm_k(self) -> int:
+        """Reduction length of one group: C_in/groups * k_h * k_w."""
+        return (self.in_channels // self.groups) * self.kernel[0] * self.kernel[1]
+
+    @property
+    def gemm_n(self) -> int:
+        """Filters of one group: C_out/groups."""
+        return self.out_channels // self.groups
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of the layer (all groups, whole batch)."""
+        return self.groups * self.gemm_m * self.gemm_k * self.gemm_n
+
+    @property
+    def weight_count(self) -> int:
+        return self.groups * self.gemm_k * self.gemm_n
+
+
+def default_psum_bits(rows: int, weight_bits: int = 8, activation_bits: int = 8) -> int:
+    """Product width plus the head-room to add ``rows`` products: 16 + ceil(log2 rows)."""
+    return weight_bits + activation_bits + max(0, math.ceil(math.log2(rows)))
+
+
+@dataclass(frozen=True, slots=True)
+class ArrayConfig:
+    """A rows x cols systolic array. ``psum_bits`` defaults to product width + ceil(log2 rows)."""
+
+    rows: int
+    cols: int
+    dataflow: Dataflow = "ws"
+    weight_bits: int = 8
+    activation_bits: int = 8
+    psum_bits: int = 0  # 0 = derive from rows
+
+    MAX_DIM = 1 << 16  # a 65,536-wide array is already far beyond any fabricated one
+
+    def __post_init__(self) -> None:
+        owner = "ArrayConfig"
+        for name in ("rows", "cols"):
+            value = getattr(self, name)
+            _positive_int(owner, name, value)
+            if value > self.MAX_DIM:
+                raise ValidationError.field(owner, name, value, f"at most {self.MAX_DIM}")
+        if self.dataflow not in DATAFLOWS:
+            raise ValidationError.field(owner, "dataflow", self.dataflow, f"one of {DATAFLOWS}")
+        for name in ("weight_bits", "activation_bits"):
+            value = getattr(self, name)
+            _positive_int(owner, name, value)
+            if value > 32:
+                raise ValidationError.field(owner, name, value, "at most 32")
+        if self.psum_bits == 0:
+            object.__setattr__(
+                self, "psum_bits",
+                default_psum_bits(self.rows, self.weight_bits, self.activation_bits),
+            )
+        _positive_int(owner, "psum_bits", self.psum_bits)
+        if self.psum_bits < self.weight_bits + self.activation_bits:
+            raise ValidationError.field(
+                owner, "psum_bits", self.psum_bits,
+                f">= weight_bits + activation_bits = {self.weight_bits + self.activation_bits}",
+            )
+
+    @property
+    def pe_count(self) -> int:
+        return self.rows * self.cols
+
+    @classmethod
+    def parse(cls, text: str, dataflow: Dataflow = "ws") -> ArrayConfig:
+        """Parse ``"64x64"`` (rows x cols)."""
+        parts = text.lower().replace("×", "x").split("x")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise ValidationError(f"array = {text!r}: expected ROWSxCOLS, e.g. 64x64")
+        return cls(rows=int(parts[0]), cols=int(parts[1]), dataflow=dataflow)
+
+    def __str__(self) -> str:
+        return f"{self.rows}x{self.cols} {self.dataflow}"
+
+
+@dataclass(frozen=True, slots=True)
+class FoldTile:
+    """One fold of one group: which PEs hold data (the top-left ``active_rows`` x
+    ``active_cols`` block) while ``streamed`` vectors pass through."""
+
+    group: int
+    row_fold: int
+    col_fold: int
+    active_rows: int
+    active_cols: int
+    streamed: int
+
+
+@dataclass(frozen=True, slots=True)
+class LayerMapping:
+    """How one layer occupies the array.
+
+    The spatial extent ``spatial_rows`` x ``spatial_cols`` of each group is cut into
+    ``row_folds`` x ``col_folds`` tiles of at most rows x cols PEs; every fold costs
+    ``cycles_per_fold`` (padded tiles take as long as full ones). Fold tiles are regular, so
+    the active PEs of each fold follow from the four ``*_fold*`` fields (see :meth:`tiles`).
+    """
+
+    layer: str
+    mapping: str
+    array: ArrayConfig
+    groups: int
+    spatial_rows: int
+    spatial_cols: int
+    streamed: int
+    row_folds: int
+    col_folds: int
+    cycles_per_fold: int
+    macs: int
+
+    def __post_init__(self) -> None:
+        owner = "LayerMapping"
+        for name in ("groups", "spatial_rows", "spatial_cols", "streamed", "row_folds",
+                     "col_folds", "cycles_per_fold", "macs"):
+            _positive_int(owner, name, getattr(self, name))
+        if self.row_folds != -(-self.spatial_rows // self.array.rows):
+            raise ValidationError.field(
+                owner, "row_folds", self.row_folds, "ceil(spatial_rows / array.rows)"
+            )
+        if self.col_folds != -(-self.spatial_cols // self.array.cols):
+            raise ValidationError.field(
+                owner, "col_folds", self.col_folds, "ceil(spatial_cols / array.cols)"
+            )
+
+    @property
+    def folds(self) -> int:
+        return self.groups * self.row_folds * self.col_folds
+
+    @property
+    def cycles(self) -> int:
+        return self.folds * self.cycles_per_fold
+
+    @property
+    def last_fold_rows(self) -> int:
+        return self.spatial_rows - (self.row_folds - 1) * self.array.rows
+
+    @property
+    def last_fold_cols(self) -> int:
+        return self.spatial_cols - (self.col_folds - 1) * self.array.cols
+
+    @property
+    def active_pe_folds(self) -> int:
+        """Sum over folds of the active PEs (a PE-fold is one PE busy for one fold)."""
+        return self.groups * self.spatial_rows * self.spatial_cols
+
+    @property
+    def idle_pe_folds(self) -> int:
+        """Sum over folds of the PEs left idle by partial tiles."""
+        return self.folds * self.array.pe_count - self.active_pe_folds
+
+    @property
+    def mapping_efficiency(self) -> float:
+        """Mean over folds of active PEs / all PEs (SCALE-Sim's "Mapping Efficiency")."""
+        return self.active_pe_folds / (self.folds * self.array.pe_count)
+
+    @property
+    def utilisation(self) -> float:
+        """MACs / (cycles x PEs): the share of PE-cycles doing useful work."""
+        return self.macs / (self.cycles * self.array.pe_count)
+
+    def tiles(self) -> Iterator[FoldTile]:
+        """Every fold in execution order: group, then row fold, then column fold."""
+        for group in range(self.groups):
+            for r in range(self.row_folds):
+                rows = self.array.rows if r < self.row_folds - 1 else self.last_fold_rows
+                for c in range(self.col_folds):
+                    cols = self.array.cols if c < self.col_folds - 1 else self.last_fold_cols
+                    yield FoldTile(group, r, c, rows, cols, self.streamed)
+
+
+@dataclass(frozen=True, slots=True)
+class AllowedSet:
+    """The int8 weight codes a layer may use. Always contains 0 (pruned weights)."""
+
+    layer: str
+    codes: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        codes = tuple(sorted({int(c) for c in self.codes}))
+        if not codes or any(c < -128 or c > 127 for c in codes):
+            raise ValidationError.field(
+                "AllowedSet", "codes", self.codes, "int8 codes in [-128, 127]"
+            )
+        if 0 not in codes:
+            raise ValidationError.field("AllowedSet", "codes", self.codes, "a set containing 0")
+        object.__setattr__(self, "codes", codes)
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.codes)
+
+
+@dataclass(frozen=True)
+class CompressionPlan:
+    """Layer name -> allowed-set size (n_levels, 1..256)."""
+
+    n_levels: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, n in self.n_levels.items():
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 256:
+                raise ValidationError(
+                    f"CompressionPlan.n_levels[{name!r}] = {n!r}: expected an integer in 1..256"
+                )
+        object.__setattr__(self, "n_levels", MappingProxyType(dict(self.n_levels)))
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.n_levels.items())))
+
+
+@dataclass(frozen=True, slots=True)
+class LayerEnergy:
+    """Energy of one inference of one layer, split by where it goes (all in pJ)."""
+
+    layer: str
+    mac_switching_pj: float
+    idle_pj: float = 0.0
+    fill_drain_pj: float = 0.0
+    weight_load_pj: float = 0.0
+    cycles: int = 0
+    macs: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("mac_switching_pj", "idle_pj", "fill_drain_pj", "weight_load_pj"):
+            _finite_non_negative("LayerEnergy", name, getattr(self, name))
+        _non_negative_int("LayerEnergy", "cycles", self.cycles)
+        _non_negative_int("LayerEnergy", "macs", self.macs)
+
+    @property
+    def total_pj(self) -> float:
+        return self.mac_switching_pj + self.idle_pj + self.fill_drain_pj + self.weight_load_pj
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkEnergy:
+    """Per-layer energies of one inference and their totals."""
+
+    layers: tuple[LayerEnergy, ...]
+
+    @property
+    def total_pj(self) -> float:
+        return sum(layer.total_pj for layer in self.layers)
+
+    @property
+    def mac_switching_pj(self) -> float:
+        return sum(layer.mac_switching_pj for layer in self.layers)
+
+    @property
+    def cycles(self) -> int:
+        return sum(layer.cycles for layer in self.layers)
+
+    @property
+    def macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
