@@ -272,8 +272,9 @@ def scalesim_cmd(ctx: click.Context, topology: str, config_path: str, report_pat
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``dse`` console script."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="dse",
-                 standalone_mode=False)
+        # Without standalone mode click returns ctx.exit()'s status instead of exiting.
+        status = cli.main(args=list(argv) if argv is not None else None, prog_name="dse",
+                          standalone_mode=False)
     except DseError as exc:
         if _state["verbose"]:
             traceback.print_exc()
@@ -287,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
-    sys.exit(0)
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,7 @@ plugins shipped with systolic-dse.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -200,6 +201,10 @@ def _entry_points() -> list[tuple[metadata.EntryPoint, str, str]]:
     return found
 
 
+def _identity(obj: object) -> object:
+    return obj
+
+
 def build_registry(
     *,
     load_entrypoints: bool = True,
@@ -223,7 +228,7 @@ def build_registry(
                 candidates.append((ep.name, ep.load, dist_name, version))
     for i, (obj, provider, version) in enumerate(extra_plugins):
         name = getattr(obj, "__name__", None) or f"{type(obj).__name__}-{i}"
-        candidates.append((name, lambda obj=obj: obj, provider, version))
+        candidates.append((name, functools.partial(_identity, obj), provider, version))
 
     for name, load, provider, version in candidates:
         unique_name = f"{provider}:{name}"

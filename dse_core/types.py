@@ -110,7 +110,8 @@ class LayerSpec:
             )
         if self.kind == "depthwise" and self.groups != self.in_channels:
             raise ValidationError.field(
-                owner, "groups", self.groups, f"in_channels={self.in_channels} for a depthwise layer"
+                owner, "groups", self.groups,
+                f"in_channels={self.in_channels} for a depthwise layer",
             )
 
     @property

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from dse_core.errors import DseError, ValidationError
 from dse_core.plugins import ModelPlugin, Registry
-from dse_core.types import LayerSpec
+from dse_core.types import LayerKind, LayerSpec
 
 if TYPE_CHECKING:
     import torch
@@ -57,7 +57,7 @@ def layers_from_module(
                 pad = _same_padding(mod) if mod.padding == "same" else (0, 0)
             else:
                 pad = _pair(mod.padding)
-            kind = (
+            kind: LayerKind = (
                 "depthwise" if mod.groups > 1 and mod.groups == mod.in_channels else "conv"
             )
             specs.append(LayerSpec(
@@ -71,8 +71,8 @@ def layers_from_module(
         else:  # Linear: every leading position of the input is one streamed vector
             rows = int(x.numel() // x.shape[-1]) if x.dim() > 1 else 1
             specs.append(LayerSpec(
-                name=name, kind="linear", in_channels=mod.in_features,
-                out_channels=mod.out_features, input_hw=(1, 1), output_hw=(1, 1),
+                name=name, kind="linear", in_channels=int(mod.in_features),
+                out_channels=int(mod.out_features), input_hw=(1, 1), output_hw=(1, 1),
                 batch=batch * rows,
             ))
 
