@@ -69,6 +69,7 @@ def layers_from_module(
                 batch=batch * int(x.shape[0]),
             ))
         else:  # Linear: every leading position of the input is one streamed vector
+            assert isinstance(mod, torch.nn.Linear)
             rows = int(x.numel() // x.shape[-1]) if x.dim() > 1 else 1
             specs.append(LayerSpec(
                 name=name, kind="linear", in_channels=int(mod.in_features),
