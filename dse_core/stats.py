@@ -1,0 +1,357 @@
+"""Per-layer switching statistics, measured on real tensors streamed in the array's order.
+
+For each conv/linear layer of an int8 network and an array of ``rows`` rows:
+
+- ``act_transitions[a, a']``: the probability that a PE's activation input changes from code
+  ``a`` to ``a'`` between two consecutive streamed vectors. A PE row holding im2col column k
+  sees column k of the layer's uint8 im2col matrix, one output pixel after another.
+- ``psum_groups[g]``: the probability that the partial sum entering a PE changes from p to p'
+  with ``g`` = popcount of the top ``msb_bits`` bits of p XOR p' (as ``psum_bits``-bit two's
+  complement). p is the exact partial dot product of the rows above the PE within its fold:
+  folds cut K into chunks of ``rows``.
+
+Transitions are sampled uniformly (``max_transitions`` activation pairs, ``psum_pixels`` pixel
+pairs per batch for the psums) so collecting stays within a few inference passes. The layer's
+int8 weight codes and a short run of consecutive im2col rows are kept too: the ``exact``
+energy model replays them through the PE netlist.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dse_core.cache import atomic_write, content_hash
+from dse_core.errors import DseError, ValidationError
+from dse_core.types import LayerSpec, default_psum_bits
+
+__all__ = ["LayerStats", "NetworkStats", "collect_stats", "psum_group", "STATS_FORMAT"]
+
+log = logging.getLogger(__name__)
+STATS_FORMAT = "systolic-dse-stats/1"
+PRODUCT_BITS = 16
+
+
+def psum_group(p: np.ndarray, p_next: np.ndarray, psum_bits: int, msb_bits: int) -> np.ndarray:
+    """MSB-Hamming group of p -> p_next: popcount of their top ``msb_bits`` of ``psum_bits``."""
+    diff = (np.asarray(p, dtype=np.int64) ^ np.asarray(p_next, dtype=np.int64))
+    top = (diff >> (psum_bits - msb_bits)) & ((1 << msb_bits) - 1)
+    return np.bitwise_count(top).astype(np.int64)
+
+
+def _probabilities(owner: str, name: str, value: np.ndarray, shape: tuple[int, ...]) -> None:
+    if value.shape != shape:
+        raise ValidationError.field(owner, name, value.shape, f"shape {shape}")
+    if not np.all(np.isfinite(value)) or value.min() < 0 or abs(value.sum() - 1) > 1e-6:
+        raise ValidationError(f"{owner}.{name}: expected finite probabilities summing to 1")
+
+
+@dataclass(frozen=True, eq=False)
+class LayerStats:
+    """Switching statistics of one layer for one array row count (see the module doc)."""
+
+    layer: str
+    rows: int
+    psum_bits: int
+    msb_bits: int
+    act_transitions: np.ndarray
+    psum_groups: np.ndarray
+    weight_codes: np.ndarray        # int8, (groups, K, N)
+    activation_sample: np.ndarray   # uint8, (groups, S, K): S consecutive streamed vectors
+    n_act_transitions: int
+    n_psum_transitions: int
+    global_act_transitions: np.ndarray | None = field(default=None, repr=False)
+    global_psum_groups: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        owner = "LayerStats"
+        _probabilities(owner, "act_transitions", self.act_transitions, (256, 256))
+        _probabilities(owner, "psum_groups", self.psum_groups, (self.msb_bits + 1,))
+        if self.weight_codes.dtype != np.int8 or self.weight_codes.ndim != 3:
+            raise ValidationError.field(owner, "weight_codes", self.weight_codes.dtype,
+                                        "an int8 array (groups, K, N)")
+        if self.activation_sample.dtype != np.uint8 or self.activation_sample.ndim != 3:
+            raise ValidationError.field(owner, "activation_sample",
+                                        self.activation_sample.dtype,
+                                        "a uint8 array (groups, S, K)")
+        if not 0 < self.msb_bits <= self.psum_bits:
+            raise ValidationError.field(owner, "msb_bits", self.msb_bits,
+                                        f"1..psum_bits={self.psum_bits}")
+
+    @property
+    def weight_histogram(self) -> np.ndarray:
+        """Counts of each int8 code in the layer, indexed code + 128."""
+        return np.bincount(self.weight_codes.ravel().astype(np.int64) + 128, minlength=256)
+
+    def matches(self, layer: LayerSpec) -> bool:
+        g, k, n = self.weight_codes.shape
+        return (g, k, n) == (layer.groups, layer.gemm_k, layer.gemm_n)
+
+
+@dataclass(frozen=True, eq=False)
+class NetworkStats:
+    """Statistics of every layer of one int8 network on one array row count, plus the
+    network-wide distributions (transition-count-weighted means) the global model uses."""
+
+    fingerprint: str
+    meta: Mapping[str, Any]
+    layers: Mapping[str, LayerStats]
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise ValidationError("NetworkStats.layers: expected at least one layer")
+        acts = sum(s.act_transitions * s.n_act_transitions for s in self.layers.values())
+        psums = sum(s.psum_groups * max(1, s.n_psum_transitions) for s in self.layers.values())
+        acts = acts / acts.sum()
+        psums = psums / psums.sum()
+        object.__setattr__(self, "layers", {
+            name: replace(s, global_act_transitions=acts, global_psum_groups=psums)
+            for name, s in self.layers.items()})
+
+    def check_layers(self, layers: Sequence[LayerSpec]) -> None:
+        """A user error unless these statistics were collected on exactly these layers."""
+        for layer in layers:
+            stats = self.layers.get(layer.name)
+            if stats is None or not stats.matches(layer):
+                raise DseError(f"statistics {self.fingerprint} were collected on another model: "
+                               f"layer {layer.name!r} is missing or has another shape")
+
+    def save(self, path: str | Path) -> Path:
+        arrays: dict[str, np.ndarray] = {}
+        layer_meta = []
+        for i, (name, s) in enumerate(self.layers.items()):
+            for key in ("act_transitions", "psum_groups", "weight_codes", "activation_sample"):
+                arrays[f"{i}.{key}"] = getattr(s, key)
+            layer_meta.append({"name": name, "rows": s.rows, "psum_bits": s.psum_bits,
+                               "msb_bits": s.msb_bits, "n_act": s.n_act_transitions,
+                               "n_psum": s.n_psum_transitions})
+        header = {"format": STATS_FORMAT, "fingerprint": self.fingerprint,
+                  "meta": dict(self.meta), "layers": layer_meta}
+        arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+        return atomic_write(Path(path), lambda tmp: np.savez_compressed(
+            tmp.open("wb"), **arrays))
+
+    @classmethod
+    def load(cls, path: str | Path) -> NetworkStats:
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                header = json.loads(bytes(data["header"]).decode())
+                if header.get("format") != STATS_FORMAT:
+                    raise DseError(f"{path}: format = {header.get('format')!r}: expected "
+                                   f"{STATS_FORMAT!r}")
+                layers = {}
+                for i, lm in enumerate(header["layers"]):
+                    layers[lm["name"]] = LayerStats(
+                        layer=lm["name"], rows=lm["rows"], psum_bits=lm["psum_bits"],
+                        msb_bits=lm["msb_bits"],
+                        act_transitions=data[f"{i}.act_transitions"],
+                        psum_groups=data[f"{i}.psum_groups"],
+                        weight_codes=data[f"{i}.weight_codes"],
+                        activation_sample=data[f"{i}.activation_sample"],
+                        n_act_transitions=lm["n_act"], n_psum_transitions=lm["n_psum"])
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+            raise DseError(f"{path}: not a readable statistics file ({exc})") from exc
+        return cls(header["fingerprint"], header["meta"], layers)
+
+
+def model_fingerprint(layers: Sequence[LayerSpec], codes: Mapping[str, np.ndarray]) -> str:
+    """Identifies an int8 network: its layer shapes and weight codes."""
+    parts: list[bytes | str] = []
+    for layer in layers:
+        parts += [repr(layer), codes[layer.name].tobytes()]
+    return content_hash(*parts)
+
+
+class _Im2col:
+    """Entries of a layer's uint8 im2col matrix, gathered on demand from the padded
+    activation codes instead of materialising the matrix (which costs more than the layer).
+
+    ``get(group, m, k)`` returns column ``k`` (within the group, ordered channel, ky, kx like
+    ``torch.nn.functional.unfold``) of streamed row ``m`` (batch, then output rows, then
+    output columns)."""
+
+    def __init__(self, codes: Any, module: Any, pad_value: float, spec: LayerSpec) -> None:
+        import torch
+        from torch.nn import functional
+
+        self.linear = isinstance(module, torch.nn.Linear)
+        if self.linear:
+            self.flat = codes.reshape(-1, codes.shape[-1])
+            self.m, self.k = self.flat.shape
+            return
+        ph, pw = spec.padding
+        padded = functional.pad(codes, (pw, pw, ph, ph), value=pad_value)
+        self.flat = padded.reshape(-1)
+        self.c, self.hp, self.wp = padded.shape[1:]
+        self.ho, self.wo = spec.output_hw
+        self.kh, self.kw = spec.kernel
+        self.sh, self.sw = spec.stride
+        self.dh, self.dw = spec.dilation
+        self.cg = spec.in_channels // spec.groups
+        self.k = self.cg * self.kh * self.kw
+        self.m = padded.shape[0] * self.ho * self.wo
+
+    def get(self, group: Any, m: Any, k: Any) -> Any:
+        if self.linear:
+            return self.flat[m, k]
+        b, rem = m // (self.ho * self.wo), m % (self.ho * self.wo)
+        oy, ox = rem // self.wo, rem % self.wo
+        c = group * self.cg + k // (self.kh * self.kw)
+        ky, kx = (k % (self.kh * self.kw)) // self.kw, k % self.kw
+        y, x = oy * self.sh + ky * self.dh, ox * self.sw + kx * self.dw
+        return self.flat[((b * self.c + c) * self.hp + y) * self.wp + x]
+
+    def rows(self, group: int, m: Any) -> Any:
+        """Full im2col rows ``m`` of one group: (len(m), K)."""
+        import torch
+
+        return self.get(group, m[:, None], torch.arange(self.k)[None, :])
+
+
+class _LayerAccumulator:
+    """Gathers float samples of one layer's input during a single forward pass (positions
+    do not depend on the quantisation scale), then quantises them with the calibrated range
+    and builds the statistics."""
+
+    def __init__(self, spec: LayerSpec, codes: np.ndarray, rows: int, psum_bits: int,
+                 msb_bits: int, act_budget: int, psum_pixels: int, sample_pixels: int,
+                 rng: np.random.Generator) -> None:
+        import torch
+
+        self.spec, self.rows = spec, rows
+        self.psum_bits, self.msb_bits = psum_bits, msb_bits
+        g, k, n = spec.groups, spec.gemm_k, spec.gemm_n
+        # weight (C_out, C_in/g, kh, kw) -> per group (K, N), K ordered like unfold's rows
+        self.codes = codes.reshape(g, n, k).transpose(0, 2, 1).copy()
+        self.act_budget, self.psum_pixels, self.sample_pixels = act_budget, psum_pixels, \
+            sample_pixels
+        self.rng = rng
+        self.lo, self.hi = 0.0, 0.0
+        self.act_pairs: list[tuple[Any, Any]] = []
+        self.psum_rows: list[Any] = []  # (groups, 2, P, K) per batch
+        self.sample: Any = None
+        folds = -(-k // rows)
+        padded = np.zeros((g, folds * rows, n), dtype=np.int32)
+        padded[:, :k] = self.codes
+        self.weights = torch.from_numpy(padded)
+        self.active_row = torch.from_numpy(np.arange(folds * rows) < k).reshape(folds, rows)
+
+    def add(self, x: Any, cols: _Im2col) -> None:
+        import torch
+
+        self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
+        g, m, k = self.spec.groups, cols.m, cols.k
+        if self.sample is None:
+            first = torch.arange(min(m, self.sample_pixels))
+            self.sample = torch.stack([cols.rows(group, first) for group in range(g)])
+        if m < 2:
+            return
+        n_pairs = min(self.act_budget, (m - 1) * k * g)
+        gi = torch.from_numpy(self.rng.integers(0, g, n_pairs))
+        mi = torch.from_numpy(self.rng.integers(0, m - 1, n_pairs))
+        ki = torch.from_numpy(self.rng.integers(0, k, n_pairs))
+        self.act_pairs.append((cols.get(gi, mi, ki), cols.get(gi, mi + 1, ki)))
+        starts = torch.from_numpy(np.sort(self.rng.choice(m - 1, min(m - 1, self.psum_pixels),
+                                                          replace=False)))
+        self.psum_rows.append(torch.stack([
+            torch.stack([cols.rows(group, starts), cols.rows(group, starts + 1)])
+            for group in range(g)]))
+
+    def result(self) -> LayerStats:
+        import torch
+
+        from dse_core.quant import ActivationQuant, activation_codes
+
+        if self.sample is None or not self.act_pairs:
+            raise DseError(f"layer {self.spec.name!r} streamed fewer than 2 vectors: "
+                           "use more calibration images")
+        quant = ActivationQuant.from_range(self.lo, self.hi)
+        before = activation_codes(torch.cat([a for a, _ in self.act_pairs]), quant).long()
+        after = activation_codes(torch.cat([b for _, b in self.act_pairs]), quant).long()
+        act_counts = torch.bincount(before * 256 + after, minlength=65536).numpy()
+        psum_counts = np.zeros(self.msb_bits + 1, dtype=np.int64)
+        rows, k = self.rows, self.spec.gemm_k
+        folds = self.weights.shape[1] // rows
+        for batch in self.psum_rows:
+            codes = activation_codes(batch, quant).to(torch.int32)  # (groups, 2, P, K)
+            for group in range(self.spec.groups):
+                a = torch.zeros(2, codes.shape[2], folds * rows, dtype=torch.int32)
+                a[:, :, :k] = codes[group]
+                prod = a[..., None] * self.weights[group]                 # (2, P, Kp, N)
+                prod = prod.reshape(2, codes.shape[2], folds, rows, -1)
+                p_in = torch.cumsum(prod, dim=3) - prod                    # rows above only
+                top = ((p_in[0] ^ p_in[1]) >> (self.psum_bits - self.msb_bits)) & (
+                    (1 << self.msb_bits) - 1)
+                top = top[self.active_row[None, :, :, None].expand_as(top)]
+                psum_counts += np.bincount(np.bitwise_count(top.numpy()),
+                                           minlength=self.msb_bits + 1)
+        return LayerStats(
+            layer=self.spec.name, rows=self.rows, psum_bits=self.psum_bits,
+            msb_bits=self.msb_bits,
+            act_transitions=(act_counts / act_counts.sum()).reshape(256, 256),
+            psum_groups=psum_counts / psum_counts.sum() if psum_counts.sum()
+            else np.eye(self.msb_bits + 1)[0],
+            weight_codes=self.codes.astype(np.int8),
+            activation_sample=activation_codes(self.sample, quant).numpy(),
+            n_act_transitions=int(act_counts.sum()),
+            n_psum_transitions=int(psum_counts.sum()))
+
+
+def collect_stats(
+    model: Any, layers: Sequence[LayerSpec], batches: Sequence[Any], *, rows: int,
+    psum_bits: int | None = None, msb_bits: int | None = None,
+    max_transitions: int = 1 << 16, psum_pixels: int = 8, sample_pixels: int = 65,
+    seed: int = 0, meta: Mapping[str, Any] | None = None,
+) -> NetworkStats:
+    """Quantise ``model`` (BN folded, int8 weights, uint8 activations calibrated on
+    ``batches``) and measure every layer's statistics on the same batches."""
+    import torch
+
+    from dse_core.quant import fold_batchnorm, weight_codes
+
+    if not batches:
+        raise DseError("no calibration batches: expected at least one")
+    psum_bits = psum_bits or default_psum_bits(rows)
+    msb_bits = msb_bits or max(1, psum_bits - PRODUCT_BITS)
+    folded = fold_batchnorm(model, batches[0][:1])
+    modules = [m for m in folded.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    names = {m: n for n, m in folded.named_modules()}
+    specs = {layer.name: layer for layer in layers}
+    codes = {names[m]: weight_codes(m.weight)[0] for m in modules}
+    fingerprint = model_fingerprint(layers, {
+        layer.name: codes[layer.name.split("#")[0]] for layer in layers})
+    rng = np.random.default_rng(seed)
+    per_batch = max(1, max_transitions // len(batches))
+    accumulators = {
+        layer.name: _LayerAccumulator(layer, codes[layer.name.split("#")[0]], rows, psum_bits,
+                                      msb_bits, per_batch, psum_pixels, sample_pixels, rng)
+        for layer in layers}
+    calls: dict[Any, int] = {}
+
+    def hook(mod: Any, inp: Any, _out: Any) -> None:
+        calls[mod] = calls.get(mod, 0) + 1
+        name = names[mod] if calls[mod] == 1 else f"{names[mod]}#{calls[mod]}"
+        if name in specs:  # padding holds real 0, whatever its code turns out to be
+            x = inp[0].detach()
+            accumulators[name].add(x, _Im2col(x, mod, 0.0, specs[name]))
+
+    handles = [m.register_forward_hook(hook) for m in modules]
+    try:
+        with torch.no_grad():
+            for x in batches:
+                calls.clear()
+                folded(x)
+    finally:
+        for h in handles:
+            h.remove()
+    full_meta = {"rows": rows, "psum_bits": psum_bits, "msb_bits": msb_bits,
+                 "images": int(sum(len(b) for b in batches)), "seed": seed, **(meta or {})}
+    return NetworkStats(fingerprint, full_meta,
+                        {name: acc.result() for name, acc in accumulators.items()})
