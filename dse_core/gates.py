@@ -373,3 +373,32 @@ def synthesize_with_yosys(
                      if "ERROR" in ln] or [result.stderr.strip() or "no message"]
             raise DseError(f"{verilog}: yosys rejected {top!r}: {lines[0].strip()}")
         return Netlist.from_yosys_json(out, top)
+
+
+def lane_energy(
+    netlist: Netlist, before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray],
+    net_weight: np.ndarray, *, chunk_words: int = 128,
+) -> np.ndarray:
+    """Zero-delay switching energy of every single transition: Σ_n net_weight[n] · toggled_n.
+
+    Unlike :func:`simulate_toggles`, which sums lanes per word, this resolves each lane, so
+    each transition gets its own number (one settled toggle per net at most, so one bit-plane
+    per net suffices)."""
+    lengths = {len(np.asarray(v)) for v in (*before.values(), *after.values())}
+    if len(lengths) != 1:
+        raise DseError(f"every port needs the same number of vectors, got {sorted(lengths)}")
+    n_vectors = lengths.pop()
+    n_words = -(-n_vectors // 64)
+    evaluator = _Evaluator(netlist)
+    old_all = _initial(netlist, before, n_words)
+    new_all = _initial(netlist, after, n_words)
+    weight = np.asarray(net_weight, dtype=np.float32)
+    out = np.empty(n_words * 64, dtype=np.float32)
+    for lo in range(0, n_words, chunk_words):
+        hi = min(n_words, lo + chunk_words)
+        old, new = old_all[:, lo:hi].copy(), new_all[:, lo:hi].copy()
+        evaluator.settle(old)
+        evaluator.settle(new)
+        bits = np.unpackbits((old ^ new).view(np.uint8), axis=1, bitorder="little")
+        out[lo * 64: hi * 64] = weight @ bits.astype(np.float32)
+    return out[:n_vectors]
