@@ -3,11 +3,12 @@ partial-sum group; and its content-addressed on-disk cache.
 
 The decomposition (see docs/energy-model.md for why and how accurate it is)::
 
-    e(w, a→a', g) ≈ act_pj[w, a, a'] + psum_pj[w, g]
+    e(w, a→a', p→p') ≈ act_pj[w, a, a'] + [p' ≠ p] · psum_pj[w, g, [a' ≠ a]]
 
 ``act_pj`` is the energy of a cycle in which the activation input changes a→a' while the
-partial sum entering the PE stays put; ``psum_pj[w, g]`` the extra energy when the partial sum
-also changes, with MSB-Hamming group g. ``clock_pj`` is clocking all of a PE's registers for one
+partial sum entering the PE stays put; ``psum_pj[w, g, c]`` the extra energy when the partial
+sum also changes, with MSB-Hamming group g, for an activation that holds (c = 0) or changes
+(c = 1): a psum change costs more when it is the only thing that switches. ``clock_pj`` is clocking all of a PE's registers for one
 cycle (paid by busy and idle PEs alike); ``weight_shift_pj`` moving one weight into a PE's
 weight register during the preload of a fold.
 """
@@ -34,7 +35,7 @@ __all__ = ["MacCharacterization", "CharacterizationCache", "read_table_file",
            "write_table_file", "activation_hd"]
 
 log = logging.getLogger(__name__)
-CHAR_FORMAT = "systolic-dse-characterization/1"
+CHAR_FORMAT = "systolic-dse-characterization/2"
 TABLE_COLUMNS = ("weight", "activation_hd", "psum_group", "energy_pj")
 
 _HD = np.bitwise_count(np.arange(256)[:, None] ^ np.arange(256)[None, :]).astype(np.int64)
@@ -54,7 +55,7 @@ class MacCharacterization:
     psum_bits: int
     msb_bits: int
     act_pj: np.ndarray     # float32 (256, 256, 256): [w + 128, a, a']
-    psum_pj: np.ndarray    # float32 (256, msb_bits + 1)
+    psum_pj: np.ndarray    # float32 (256, msb_bits + 1, 2)
     clock_pj: float
     weight_shift_pj: float
     _act_flat: np.ndarray = field(init=False, repr=False)
@@ -63,9 +64,9 @@ class MacCharacterization:
         owner = "MacCharacterization"
         if self.act_pj.shape != (256, 256, 256):
             raise ValidationError.field(owner, "act_pj", self.act_pj.shape, "(256, 256, 256)")
-        if self.psum_pj.shape != (256, self.msb_bits + 1):
+        if self.psum_pj.shape != (256, self.msb_bits + 1, 2):
             raise ValidationError.field(owner, "psum_pj", self.psum_pj.shape,
-                                        f"(256, msb_bits + 1 = {self.msb_bits + 1})")
+                                        f"(256, msb_bits + 1 = {self.msb_bits + 1}, 2)")
         for name in ("act_pj", "psum_pj"):
             value = getattr(self, name)
             if not np.all(np.isfinite(value)):
@@ -82,17 +83,28 @@ class MacCharacterization:
         """Σ_{a,a'} P(a→a') · act_pj[w, a, a'] for every w: (256,) pJ."""
         return self._act_flat @ np.asarray(act_transitions, dtype=np.float32).ravel()
 
-    def per_weight_energy(self, act_transitions: np.ndarray, psum_groups: np.ndarray
-                          ) -> np.ndarray:
+    def psum_curve(self, act_transitions: np.ndarray, psum_groups: np.ndarray,
+                   psum_unchanged: float) -> np.ndarray:
+        """Σ_c P(c) Σ_g π'(g) psum_pj[w, g, c] for every w, with π' = π less the unchanged
+        psums and the activation-change probability P(c) taken independent of g."""
+        changed = np.asarray(psum_groups, dtype=np.float64).copy()
+        changed[0] = max(0.0, changed[0] - psum_unchanged)
+        hold = float(np.trace(act_transitions))
+        table = self.psum_pj.astype(np.float64)
+        return table[:, :, 0] @ changed * hold + table[:, :, 1] @ changed * (1 - hold)
+
+    def per_weight_energy(self, act_transitions: np.ndarray, psum_groups: np.ndarray,
+                          psum_unchanged: float = 0.0) -> np.ndarray:
         """Mean energy of one PE cycle for each weight code under these distributions."""
         curve = self.activation_curve(act_transitions).astype(np.float64)
-        return curve + self.psum_pj.astype(np.float64) @ np.asarray(psum_groups)
+        return curve + self.psum_curve(act_transitions, psum_groups, psum_unchanged)
 
-    def energy(self, w: np.ndarray, a: np.ndarray, a_next: np.ndarray, g: np.ndarray
-               ) -> np.ndarray:
+    def energy(self, w: np.ndarray, a: np.ndarray, a_next: np.ndarray, g: np.ndarray,
+               psum_changed: np.ndarray) -> np.ndarray:
         """Model energy of individual PE cycles."""
         w = np.asarray(w) + 128
-        return self.act_pj[w, a, a_next] + self.psum_pj[w, g]
+        extra = self.psum_pj[w, g, (np.asarray(a) != np.asarray(a_next)).astype(int)]
+        return self.act_pj[w, a, a_next] + np.where(psum_changed, extra, 0.0)
 
 
 class CharacterizationCache:
@@ -201,7 +213,8 @@ def read_table_file(path: str | Path, *, psum_bits: int, msb_bits: int, clock_pj
                        f"{w - 128}, activation_hd={h}, psum_group={g}: expected the full grid "
                        f"256 x 9 x {groups}")
     act = table[:, :, 0][:, _HD].astype(np.float32)           # (256, 256, 256)
-    psum = (table - table[:, :, :1]).mean(axis=1).astype(np.float32)
+    delta = table - table[:, :, :1]                            # (256, 9, groups)
+    psum = np.stack([delta[:, 0], delta[:, 1:].mean(axis=1)], axis=2).astype(np.float32)
     key = content_hash(CHAR_FORMAT, "table", table.tobytes(), str(psum_bits), str(msb_bits),
                        repr(clock_pj), repr(weight_shift_pj))
     return MacCharacterization(
@@ -212,12 +225,13 @@ def read_table_file(path: str | Path, *, psum_bits: int, msb_bits: int, clock_pj
 
 def write_table_file(char: MacCharacterization, path: str | Path) -> Path:
     """The characterisation reduced to the table-file grid: energies averaged over the
-    activation transitions of each Hamming distance (uniform codes)."""
+    activation transitions of each Hamming distance (uniform codes); psum groups as changes."""
     rows = ["weight,activation_hd,psum_group,energy_pj"]
     by_hd = np.stack([char.act_pj[:, _HD == h].mean(axis=1) for h in range(9)], axis=1)
     for w in range(256):
         for h in range(9):
             for g in range(char.msb_bits + 1):
-                rows.append(f"{w - 128},{h},{g},{by_hd[w, h] + char.psum_pj[w, g]:.6g}")
+                extra = char.psum_pj[w, g, int(h > 0)] if g else 0.0
+                rows.append(f"{w - 128},{h},{g},{by_hd[w, h] + extra:.6g}")
     text = "\n".join(rows) + "\n"
     return atomic_write(Path(path), lambda tmp: tmp.write_text(text))

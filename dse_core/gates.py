@@ -213,6 +213,18 @@ class ToggleCounts:
         return net_weight @ self.per_word
 
 
+_EVALUATORS: dict[int, tuple[Netlist, _Evaluator]] = {}
+
+
+def _evaluator(netlist: Netlist) -> _Evaluator:
+    """The (cached) evaluator of a netlist: grouping its gates costs more than a small run."""
+    cached = _EVALUATORS.get(id(netlist))
+    if cached is None or cached[0] is not netlist:
+        cached = (netlist, _Evaluator(netlist))
+        _EVALUATORS[id(netlist)] = cached
+    return cached[1]
+
+
 class _Evaluator:
     """Vectorised gate evaluation: gates grouped by (level, op) for zero delay, by op for
     unit delay."""
@@ -274,7 +286,7 @@ def simulate_toggles(
     if len(lengths) != 1:
         raise DseError(f"every port needs the same number of vectors, got {sorted(lengths)}")
     n_words = -(-lengths.pop() // 64)
-    evaluator = _Evaluator(netlist)
+    evaluator = _evaluator(netlist)
     old_all = _initial(netlist, before, n_words)
     new_all = _initial(netlist, after, n_words)
     counts = np.zeros((netlist.n_nets, n_words), dtype=np.int64)
@@ -389,7 +401,7 @@ def lane_energy(
         raise DseError(f"every port needs the same number of vectors, got {sorted(lengths)}")
     n_vectors = lengths.pop()
     n_words = -(-n_vectors // 64)
-    evaluator = _Evaluator(netlist)
+    evaluator = _evaluator(netlist)
     old_all = _initial(netlist, before, n_words)
     new_all = _initial(netlist, after, n_words)
     weight = np.asarray(net_weight, dtype=np.float32)

@@ -5,15 +5,16 @@ For each conv/linear layer of an int8 network and an array of ``rows`` rows:
 - ``act_transitions[a, a']``: the probability that a PE's activation input changes from code
   ``a`` to ``a'`` between two consecutive streamed vectors. A PE row holding im2col column k
   sees column k of the layer's uint8 im2col matrix, one output pixel after another.
-- ``psum_groups[g]``: the probability that the partial sum entering a PE changes from p to p'
+- ``psum_groups[g]``: the probability that the partial sum entering a PE goes from p to p'
   with ``g`` = popcount of the top ``msb_bits`` bits of p XOR p' (as ``psum_bits``-bit two's
-  complement). p is the exact partial dot product of the rows above the PE within its fold:
+  complement); ``psum_unchanged`` is the part of group 0 where p' = p (the top row of a fold,
+  or all activations above unchanged), which costs no psum switching at all. p is the exact partial dot product of the rows above the PE within its fold:
   folds cut K into chunks of ``rows``.
 
 Transitions are sampled uniformly (``max_transitions`` activation pairs, ``psum_pixels`` pixel
 pairs per batch for the psums) so collecting stays within a few inference passes. The layer's
-int8 weight codes and a short run of consecutive im2col rows are kept too: the ``exact``
-energy model replays them through the PE netlist.
+int8 weight codes and short runs of consecutive im2col rows, taken at random places, are kept
+too: the ``exact`` energy model replays them through the PE netlist.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from dse_core.types import LayerSpec, default_psum_bits
 __all__ = ["LayerStats", "NetworkStats", "collect_stats", "psum_group", "STATS_FORMAT"]
 
 log = logging.getLogger(__name__)
-STATS_FORMAT = "systolic-dse-stats/1"
+STATS_FORMAT = "systolic-dse-stats/4"
 PRODUCT_BITS = 16
 
 
@@ -63,11 +64,14 @@ class LayerStats:
     act_transitions: np.ndarray
     psum_groups: np.ndarray
     weight_codes: np.ndarray        # int8, (groups, K, N)
-    activation_sample: np.ndarray   # uint8, (groups, S, K): S consecutive streamed vectors
+    activation_sample: np.ndarray   # uint8, (groups, windows, S, K): runs of S consecutive
+    #                                 streamed vectors, at random places of the calibration set
     n_act_transitions: int
     n_psum_transitions: int
+    psum_unchanged: float = 0.0
     global_act_transitions: np.ndarray | None = field(default=None, repr=False)
     global_psum_groups: np.ndarray | None = field(default=None, repr=False)
+    global_psum_unchanged: float | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         owner = "LayerStats"
@@ -76,10 +80,13 @@ class LayerStats:
         if self.weight_codes.dtype != np.int8 or self.weight_codes.ndim != 3:
             raise ValidationError.field(owner, "weight_codes", self.weight_codes.dtype,
                                         "an int8 array (groups, K, N)")
-        if self.activation_sample.dtype != np.uint8 or self.activation_sample.ndim != 3:
+        if self.activation_sample.dtype != np.uint8 or self.activation_sample.ndim != 4:
             raise ValidationError.field(owner, "activation_sample",
                                         self.activation_sample.dtype,
-                                        "a uint8 array (groups, S, K)")
+                                        "a uint8 array (groups, windows, S, K)")
+        if not 0 <= self.psum_unchanged <= self.psum_groups[0] + 1e-9:
+            raise ValidationError.field(owner, "psum_unchanged", self.psum_unchanged,
+                                        f"a probability <= psum_groups[0] = {self.psum_groups[0]}")
         if not 0 < self.msb_bits <= self.psum_bits:
             raise ValidationError.field(owner, "msb_bits", self.msb_bits,
                                         f"1..psum_bits={self.psum_bits}")
@@ -108,10 +115,14 @@ class NetworkStats:
             raise ValidationError("NetworkStats.layers: expected at least one layer")
         acts = sum(s.act_transitions * s.n_act_transitions for s in self.layers.values())
         psums = sum(s.psum_groups * max(1, s.n_psum_transitions) for s in self.layers.values())
+        weights = [max(1, s.n_psum_transitions) for s in self.layers.values()]
+        unchanged = float(np.average([s.psum_unchanged for s in self.layers.values()],
+                                     weights=weights))
         acts = acts / acts.sum()
         psums = psums / psums.sum()
         object.__setattr__(self, "layers", {
-            name: replace(s, global_act_transitions=acts, global_psum_groups=psums)
+            name: replace(s, global_act_transitions=acts, global_psum_groups=psums,
+                          global_psum_unchanged=unchanged)
             for name, s in self.layers.items()})
 
     def check_layers(self, layers: Sequence[LayerSpec]) -> None:
@@ -130,7 +141,8 @@ class NetworkStats:
                 arrays[f"{i}.{key}"] = getattr(s, key)
             layer_meta.append({"name": name, "rows": s.rows, "psum_bits": s.psum_bits,
                                "msb_bits": s.msb_bits, "n_act": s.n_act_transitions,
-                               "n_psum": s.n_psum_transitions})
+                               "n_psum": s.n_psum_transitions,
+                               "psum_unchanged": s.psum_unchanged})
         header = {"format": STATS_FORMAT, "fingerprint": self.fingerprint,
                   "meta": dict(self.meta), "layers": layer_meta}
         arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
@@ -155,7 +167,8 @@ class NetworkStats:
                         psum_groups=data[f"{i}.psum_groups"],
                         weight_codes=data[f"{i}.weight_codes"],
                         activation_sample=data[f"{i}.activation_sample"],
-                        n_act_transitions=lm["n_act"], n_psum_transitions=lm["n_psum"])
+                        n_act_transitions=lm["n_act"], n_psum_transitions=lm["n_psum"],
+                        psum_unchanged=lm["psum_unchanged"])
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
             raise DseError(f"{path}: not a readable statistics file ({exc})") from exc
         return cls(header["fingerprint"], header["meta"], layers)
@@ -222,7 +235,7 @@ class _LayerAccumulator:
 
     def __init__(self, spec: LayerSpec, codes: np.ndarray, rows: int, psum_bits: int,
                  msb_bits: int, act_budget: int, psum_pixels: int, sample_pixels: int,
-                 rng: np.random.Generator) -> None:
+                 windows_per_batch: int, max_windows: int, rng: np.random.Generator) -> None:
         import torch
 
         self.spec, self.rows = spec, rows
@@ -233,10 +246,11 @@ class _LayerAccumulator:
         self.act_budget, self.psum_pixels, self.sample_pixels = act_budget, psum_pixels, \
             sample_pixels
         self.rng = rng
+        self.windows_per_batch, self.max_windows = windows_per_batch, max_windows
         self.lo, self.hi = 0.0, 0.0
         self.act_pairs: list[tuple[Any, Any]] = []
         self.psum_rows: list[Any] = []  # (groups, 2, P, K) per batch
-        self.sample: Any = None
+        self.windows: list[Any] = []
         folds = -(-k // rows)
         padded = np.zeros((g, folds * rows, n), dtype=np.int32)
         padded[:, :k] = self.codes
@@ -248,11 +262,12 @@ class _LayerAccumulator:
 
         self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
         g, m, k = self.spec.groups, cols.m, cols.k
-        if self.sample is None:
-            first = torch.arange(min(m, self.sample_pixels))
-            self.sample = torch.stack([cols.rows(group, first) for group in range(g)])
         if m < 2:
             return
+        length = min(m, self.sample_pixels)
+        for start in self.rng.integers(0, m - length + 1, self.windows_per_batch):
+            span = torch.arange(int(start), int(start) + length)
+            self.windows.append(torch.stack([cols.rows(group, span) for group in range(g)]))
         n_pairs = min(self.act_budget, (m - 1) * k * g)
         gi = torch.from_numpy(self.rng.integers(0, g, n_pairs))
         mi = torch.from_numpy(self.rng.integers(0, m - 1, n_pairs))
@@ -269,7 +284,7 @@ class _LayerAccumulator:
 
         from dse_core.quant import ActivationQuant, activation_codes
 
-        if self.sample is None or not self.act_pairs:
+        if not self.windows or not self.act_pairs:
             raise DseError(f"layer {self.spec.name!r} streamed fewer than 2 vectors: "
                            "use more calibration images")
         quant = ActivationQuant.from_range(self.lo, self.hi)
@@ -277,6 +292,7 @@ class _LayerAccumulator:
         after = activation_codes(torch.cat([b for _, b in self.act_pairs]), quant).long()
         act_counts = torch.bincount(before * 256 + after, minlength=65536).numpy()
         psum_counts = np.zeros(self.msb_bits + 1, dtype=np.int64)
+        unchanged = 0
         rows, k = self.rows, self.spec.gemm_k
         folds = self.weights.shape[1] // rows
         for batch in self.psum_rows:
@@ -287,11 +303,12 @@ class _LayerAccumulator:
                 prod = a[..., None] * self.weights[group]                 # (2, P, Kp, N)
                 prod = prod.reshape(2, codes.shape[2], folds, rows, -1)
                 p_in = torch.cumsum(prod, dim=3) - prod                    # rows above only
-                top = ((p_in[0] ^ p_in[1]) >> (self.psum_bits - self.msb_bits)) & (
-                    (1 << self.msb_bits) - 1)
-                top = top[self.active_row[None, :, :, None].expand_as(top)]
-                psum_counts += np.bincount(np.bitwise_count(top.numpy()),
+                diff = p_in[0] ^ p_in[1]
+                active = self.active_row[None, :, :, None].expand_as(diff)
+                top = (diff >> (self.psum_bits - self.msb_bits)) & ((1 << self.msb_bits) - 1)
+                psum_counts += np.bincount(np.bitwise_count(top[active].numpy()),
                                            minlength=self.msb_bits + 1)
+                unchanged += int((diff[active] == 0).sum())
         return LayerStats(
             layer=self.spec.name, rows=self.rows, psum_bits=self.psum_bits,
             msb_bits=self.msb_bits,
@@ -299,15 +316,18 @@ class _LayerAccumulator:
             psum_groups=psum_counts / psum_counts.sum() if psum_counts.sum()
             else np.eye(self.msb_bits + 1)[0],
             weight_codes=self.codes.astype(np.int8),
-            activation_sample=activation_codes(self.sample, quant).numpy(),
+            activation_sample=activation_codes(
+                torch.stack(self.windows[: self.max_windows], dim=1), quant).numpy(),
             n_act_transitions=int(act_counts.sum()),
-            n_psum_transitions=int(psum_counts.sum()))
+            n_psum_transitions=int(psum_counts.sum()),
+            psum_unchanged=unchanged / psum_counts.sum() if psum_counts.sum() else 1.0)
 
 
 def collect_stats(
     model: Any, layers: Sequence[LayerSpec], batches: Sequence[Any], *, rows: int,
     psum_bits: int | None = None, msb_bits: int | None = None,
-    max_transitions: int = 1 << 16, psum_pixels: int = 8, sample_pixels: int = 65,
+    max_transitions: int = 1 << 16, psum_pixels: int = 8, sample_pixels: int = 9,
+    sample_windows: int = 64,
     seed: int = 0, meta: Mapping[str, Any] | None = None,
 ) -> NetworkStats:
     """Quantise ``model`` (BN folded, int8 weights, uint8 activations calibrated on
@@ -331,7 +351,8 @@ def collect_stats(
     per_batch = max(1, max_transitions // len(batches))
     accumulators = {
         layer.name: _LayerAccumulator(layer, codes[layer.name.split("#")[0]], rows, psum_bits,
-                                      msb_bits, per_batch, psum_pixels, sample_pixels, rng)
+                                      msb_bits, per_batch, psum_pixels, sample_pixels,
+                                      -(-sample_windows // len(batches)), sample_windows, rng)
         for layer in layers}
     calls: dict[Any, int] = {}
 

@@ -336,10 +336,14 @@ class CompressionPlan:
 
 @dataclass(frozen=True, slots=True)
 class LayerEnergy:
-    """Energy of one inference of one layer, split by where it goes (all in pJ)."""
+    """Energy of one inference of one layer, split by where it goes (all in pJ):
+    ``mac_switching_pj`` data switching of busy PEs while inputs stream (what weight selection
+    optimises), ``clock_pj`` clocking busy PEs, ``idle_pj`` PEs left idle by partial folds,
+    ``fill_drain_pj`` the skew cycles of each fold, ``weight_load_pj`` the weight preload."""
 
     layer: str
     mac_switching_pj: float
+    clock_pj: float = 0.0
     idle_pj: float = 0.0
     fill_drain_pj: float = 0.0
     weight_load_pj: float = 0.0
@@ -347,14 +351,16 @@ class LayerEnergy:
     macs: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("mac_switching_pj", "idle_pj", "fill_drain_pj", "weight_load_pj"):
+        for name in ("mac_switching_pj", "clock_pj", "idle_pj", "fill_drain_pj",
+                     "weight_load_pj"):
             _finite_non_negative("LayerEnergy", name, getattr(self, name))
         _non_negative_int("LayerEnergy", "cycles", self.cycles)
         _non_negative_int("LayerEnergy", "macs", self.macs)
 
     @property
     def total_pj(self) -> float:
-        return self.mac_switching_pj + self.idle_pj + self.fill_drain_pj + self.weight_load_pj
+        return (self.mac_switching_pj + self.clock_pj + self.idle_pj + self.fill_drain_pj
+                + self.weight_load_pj)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from dse_core.characterization import (
 from dse_core.gates import Netlist, lane_energy, simulate_toggles, synthesize_with_yosys
 from dse_core.stats import PRODUCT_BITS, psum_group
 
-FORMAT_VERSION = "gate_level/1"
+FORMAT_VERSION = "gate_level/5"
 
 
 @dataclass(frozen=True)
@@ -67,12 +67,20 @@ class _Job:
     samples: int
 
 
-def _register_pj(job: _Job, w: np.ndarray, a0: np.ndarray, a1: np.ndarray, p0: np.ndarray,
-                 p1: np.ndarray) -> np.ndarray:
-    mask = (1 << job.psum_bits) - 1
+def register_pj(psum_bits: int, tech: Technology, w: np.ndarray, a0: np.ndarray,
+                a1: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
+    """Data-toggle energy of the PE's activation and psum output registers per cycle."""
+    mask = (1 << psum_bits) - 1
     s0, s1 = (p0 + w * a0) & mask, (p1 + w * a1) & mask
     toggles = np.bitwise_count(a0 ^ a1) + np.bitwise_count(s0 ^ s1)
-    return job.tech.pj(job.tech.ff_toggle_ff) * toggles
+    return tech.pj(tech.ff_toggle_ff) * toggles
+
+
+def _word_energy(netlist: Netlist, net_pj: np.ndarray, before: dict[str, np.ndarray],
+                 after: dict[str, np.ndarray], glitches: bool, classes: int) -> np.ndarray:
+    """Total switching energy of each of ``classes`` equal, word-aligned runs of vectors."""
+    counts = simulate_toggles(netlist, before, after, glitches=glitches)
+    return (net_pj @ counts.per_word).reshape(classes, -1).sum(axis=1)
 
 
 def _characterize_weights(job: _Job) -> tuple[np.ndarray, np.ndarray]:
@@ -82,55 +90,64 @@ def _characterize_weights(job: _Job) -> tuple[np.ndarray, np.ndarray]:
     hd = activation_hd()
     a0 = np.repeat(np.arange(256), 256)
     a1 = np.tile(np.arange(256), 256)
-    groups = job.msb_bits + 1
+    groups, s, bits = job.msb_bits + 1, job.samples, job.psum_bits
+    limit = (1 << (bits - 1)) - 1
     act = np.empty((len(job.weights), 256, 256), dtype=np.float32)
-    psum = np.empty((len(job.weights), groups), dtype=np.float32)
+    psum = np.empty((len(job.weights), groups, 2), dtype=np.float32)
     for i, w_code in enumerate(job.weights):
         rng = np.random.default_rng([job.seed, w_code + 128])
         w = np.full(65536, w_code, dtype=np.int64)
-        p = _reference_psums(rng, 65536, job.psum_bits)
+        p = _reference_psums(rng, 65536, bits)
         comb = lane_energy(nl, {"w": w, "a": a0, "p": p}, {"w": w, "a": a1, "p": p}, net_pj)
         glitch = np.ones(9)
         if job.glitches:  # unit-delay / zero-delay energy per activation Hamming distance
-            s = job.samples
-            for h in range(1, 9):
-                x0 = rng.integers(0, 256, s)
-                flips = np.array([rng.choice(8, h, replace=False) for _ in range(s)])
-                x1 = x0 ^ (1 << flips).sum(axis=1)
-                ws, ps = np.full(s, w_code), _reference_psums(rng, s, job.psum_bits)
-                before, after = {"w": ws, "a": x0, "p": ps}, {"w": ws, "a": x1, "p": ps}
-                unit = simulate_toggles(nl, before, after, glitches=True).per_net @ net_pj
-                zero = simulate_toggles(nl, before, after, glitches=False).per_net @ net_pj
-                glitch[h] = unit / zero if zero > 0 else 1.0
-        act[i] = (comb * glitch[hd.ravel()] + _register_pj(job, w, a0, a1, p, p)).reshape(
-            256, 256)
-        # psum groups: extra energy of p -> p' over p -> p, for uniformly random activations
-        pool0 = _reference_psums(rng, 1 << 16, job.psum_bits)
-        pool1 = _reference_psums(rng, 1 << 16, job.psum_bits)
-        pool_g = psum_group(pool0, pool1, job.psum_bits, job.msb_bits)
-        s = job.samples
+            x0 = rng.integers(0, 256, 8 * s)
+            h = np.repeat(np.arange(1, 9), s)
+            masks = np.array([(1 << rng.choice(8, k, replace=False)).sum() for k in h])
+            ws, ps = np.full(8 * s, w_code), _reference_psums(rng, 8 * s, bits)
+            before, after = {"w": ws, "a": x0, "p": ps}, {"w": ws, "a": x0 ^ masks, "p": ps}
+            unit = _word_energy(nl, net_pj, before, after, True, 8)
+            zero = _word_energy(nl, net_pj, before, after, False, 8)
+            glitch[1:] = np.where(zero > 0, unit / np.maximum(zero, 1e-30), 1.0)
+        act[i] = (comb * glitch[hd.ravel()]
+                  + register_pj(bits, tech, w, a0, a1, p, p)).reshape(256, 256)
+        # psum groups: extra energy of p -> p' over p -> p, for an activation that holds
+        # (c = 0) or changes (c = 1). Reference pairs: half independent, half correlated
+        # (p' = p + delta), as consecutive partial sums are somewhere between the two.
+        pool0 = _reference_psums(rng, 1 << 16, bits)
+        step = np.clip(pool0 + _reference_psums(rng, 1 << 16, bits), -limit, limit)
+        pool1 = np.where(rng.random(1 << 16) < 0.5, _reference_psums(rng, 1 << 16, bits), step)
+        pool_g = psum_group(pool0, pool1, bits, job.msb_bits)
+        p0s, p1s = [], []
         for g in range(groups):
-            members = np.flatnonzero(pool_g == g)
+            members = np.flatnonzero((pool_g == g) & (pool0 != pool1))
             if len(members) == 0:  # construct pairs: flip g of the top bits of p
-                p0 = _reference_psums(rng, s, job.psum_bits)
-                shift = job.psum_bits - job.msb_bits
-                flips = np.array([rng.choice(job.msb_bits, g, replace=False) for _ in range(s)])
-                p1 = p0 ^ ((1 << (flips + shift)).sum(axis=1) if g else 0)
-                p1 = ((p1 + (1 << (job.psum_bits - 1))) % (1 << job.psum_bits)) - (
-                    1 << (job.psum_bits - 1))
+                p0 = _reference_psums(rng, s, bits)
+                shift = bits - job.msb_bits
+                flips = [(1 << (rng.choice(job.msb_bits, g, replace=False) + shift)).sum()
+                         if g else 1 for _ in range(s)]
+                p1 = ((p0 ^ np.array(flips)) + limit + 1) % (1 << bits) - limit - 1
             else:
                 pick = rng.choice(members, s)
                 p0, p1 = pool0[pick], pool1[pick]
-            x0, x1 = rng.integers(0, 256, s), rng.integers(0, 256, s)
-            ws = np.full(s, w_code)
-            mode = job.glitches
-            moved = simulate_toggles(nl, {"w": ws, "a": x0, "p": p0},
-                                     {"w": ws, "a": x1, "p": p1}, glitches=mode).per_net
-            still = simulate_toggles(nl, {"w": ws, "a": x0, "p": p0},
-                                     {"w": ws, "a": x1, "p": p0}, glitches=mode).per_net
-            extra = (moved - still) @ net_pj + (_register_pj(job, ws, x0, x1, p0, p1).sum()
-                                                - _register_pj(job, ws, x0, x1, p0, p0).sum())
-            psum[i, g] = extra / s
+            p0s.append(p0)
+            p1s.append(p1)
+        # classes in order (g, c, moved): one simulation for all of them
+        n = groups * 2
+        x0 = rng.integers(0, 256, n * s)
+        change = np.repeat(np.tile([0, 1], groups), s).astype(bool)
+        x1 = np.where(change, x0 ^ rng.integers(1, 256, n * s), x0)
+        p0 = np.repeat(np.asarray(p0s)[:, None, :], 2, axis=1).ravel()
+        p1 = np.repeat(np.asarray(p1s)[:, None, :], 2, axis=1).ravel()
+        ws = np.full(n * s, w_code)
+        both = {"w": np.concatenate([ws, ws]), "a": np.concatenate([x0, x0]),
+                "p": np.concatenate([p0, p0])}
+        after = {"w": both["w"], "a": np.concatenate([x1, x1]), "p": np.concatenate([p1, p0])}
+        energy = _word_energy(nl, net_pj, both, after, job.glitches, 2 * n)
+        regs = register_pj(bits, tech, both["w"], both["a"], after["a"], both["p"],
+                           after["p"]).reshape(2 * n, s).sum(axis=1)
+        total = (energy + regs).reshape(2, groups, 2)  # (moved/still, g, c)
+        psum[i] = (total[0] - total[1]) / s
     return act, psum
 
 
@@ -158,6 +175,8 @@ class GateLevelCharacterizer:
                  msb_bits: int | None = None, glitches: bool = True, seed: int = 0,
                  samples: int = 256, workers: int | None = None,
                  cache: CharacterizationCache | None = None) -> None:
+        if samples < 64 or samples % 64:
+            raise DseError(f"samples = {samples}: expected a positive multiple of 64")
         if not PRODUCT_BITS < psum_bits <= 40:
             raise DseError(f"psum_bits = {psum_bits}: expected {PRODUCT_BITS + 1}..40")
         self.msb_bits = msb_bits or max(1, psum_bits - PRODUCT_BITS)
@@ -198,7 +217,7 @@ class GateLevelCharacterizer:
         jobs = [_Job(netlist, c, self.psum_bits, self.msb_bits, self.glitches, self.tech,
                      self.seed, self.samples) for c in chunks]
         act = np.empty((256, 256, 256), dtype=np.float32)
-        psum = np.empty((256, self.msb_bits + 1), dtype=np.float32)
+        psum = np.empty((256, self.msb_bits + 1, 2), dtype=np.float32)
         from tqdm import tqdm
 
         bar = tqdm(total=256, desc="characterising PE", unit="weight", disable=not progress)
@@ -212,9 +231,8 @@ class GateLevelCharacterizer:
         char = MacCharacterization(
             key=key, psum_bits=self.psum_bits, msb_bits=self.msb_bits, act_pj=act,
             psum_pj=psum, clock_pj=float(self.tech.pj(self.tech.ff_clock_ff) * clock_bits),
-            # a weight shifting through a PE: clock of 8 bits + on average 4 data toggles
-            weight_shift_pj=float(self.tech.pj(8 * self.tech.ff_clock_ff
-                                               + 4 * self.tech.ff_toggle_ff)),
+            # a weight shifting one PE down: on average 4 of its 8 bits toggle (clock apart)
+            weight_shift_pj=float(self.tech.pj(4 * self.tech.ff_toggle_ff)),
             description={"source": "gate_level", "netlist": netlist.name,
                          "rtl": self.rtl or "default PE (plugins/rtl/pe.v)",
                          "gates": netlist.n_gates, "depth": netlist.depth,
@@ -240,7 +258,7 @@ class TableFileCharacterizer:
         self.clock_pj = clock_pj if clock_pj is not None else float(
             tech.pj(tech.ff_clock_ff) * (16 + psum_bits))
         self.weight_shift_pj = weight_shift_pj if weight_shift_pj is not None else float(
-            tech.pj(8 * tech.ff_clock_ff + 4 * tech.ff_toggle_ff))
+            tech.pj(4 * tech.ff_toggle_ff))
         self.cache = cache or CharacterizationCache()
 
     def characterize(self, progress: bool = False) -> MacCharacterization:

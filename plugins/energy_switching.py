@@ -1,0 +1,204 @@
+"""Switching-activity energy models of a weight-stationary array.
+
+- ``msb_hamming``: the paper's layer-aware model. Each layer's own activation-transition and
+  psum MSB-Hamming-group distributions weight the characterised PE energies.
+- ``global_activation``: the same, with one network-wide distribution (PowerPruning-style).
+- ``exact``: replays the real streams of sampled folds through the PE netlist (slow; the
+  reference the other two are validated against).
+
+Array terms shared by all three (pJ; R x C array, T streamed vectors per fold):
+busy PEs clock ``clock_pj`` per streamed cycle; PEs idle in partial folds clock too
+(``idle_pj``); every fold spends R + C - 2 skew cycles clocking all PEs (``fill_drain_pj``)
+and R preload cycles clocking all PEs while weights shift down (``weight_load_pj``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from dse_core import DseError, EnergyModelPlugin, LayerEnergy, LayerMapping, LayerSpec, hookimpl
+from dse_core.characterization import MacCharacterization
+from dse_core.stats import LayerStats
+
+
+def _check(name: str, layer: LayerSpec, mapping: LayerMapping | None, stats: Any,
+           char: Any) -> None:
+    if not isinstance(stats, LayerStats):
+        raise DseError(f"energy model {name!r} needs switching statistics for layer "
+                       f"{layer.name!r}: give a --dataset")
+    if not isinstance(char, MacCharacterization):
+        raise DseError(f"energy model {name!r} needs a PE characterisation")
+    if mapping is None:
+        return
+    array = mapping.array
+    if array.dataflow != "ws":
+        raise DseError(f"energy model {name!r} models a weight-stationary PE; the mapping "
+                       f"{mapping.mapping!r} is {array.dataflow}")
+    if stats.rows != array.rows:
+        raise DseError(f"statistics of layer {layer.name!r} were collected for {stats.rows} "
+                       f"rows, the array has {array.rows}")
+    if char.psum_bits != array.psum_bits:
+        raise DseError(f"the characterisation is of a {char.psum_bits}-bit psum PE; a "
+                       f"{array.rows}-row array needs {array.psum_bits} bits")
+
+
+def array_terms(mapping: LayerMapping, char: MacCharacterization) -> dict[str, float]:
+    rows, cols, pes = mapping.array.rows, mapping.array.cols, mapping.array.pe_count
+    return {
+        "clock_pj": mapping.active_pe_folds * mapping.streamed * char.clock_pj,
+        "idle_pj": mapping.idle_pe_folds * mapping.streamed * char.clock_pj,
+        "fill_drain_pj": mapping.folds * (rows + cols - 2) * pes * char.clock_pj,
+        "weight_load_pj": mapping.folds * rows * pes * (char.clock_pj + char.weight_shift_pj),
+    }
+
+
+class SwitchingEnergy:
+    """Layer-aware (``network_wide=False``) or global (``True``) switching energy."""
+
+    def __init__(self, name: str, network_wide: bool) -> None:
+        self.name, self.network_wide = name, network_wide
+        self._activation_curves: dict[tuple[str, int, int], np.ndarray] = {}
+
+    def _distributions(self, stats: LayerStats) -> tuple[np.ndarray, np.ndarray, float]:
+        if self.network_wide:
+            assert stats.global_act_transitions is not None
+            assert stats.global_psum_groups is not None
+            assert stats.global_psum_unchanged is not None
+            return (stats.global_act_transitions, stats.global_psum_groups,
+                    stats.global_psum_unchanged)
+        return stats.act_transitions, stats.psum_groups, stats.psum_unchanged
+
+    def per_weight_energy(self, layer: LayerSpec, stats: Any = None,
+                          characterization: Any = None) -> np.ndarray:
+        """pJ of one streamed cycle of a busy PE holding each code (index code + 128)."""
+        _check(self.name, layer, None, stats, characterization)
+        acts, psums, unchanged = self._distributions(stats)
+        # The activation part depends on the data only, not on the array: cache it per
+        # distribution so a search over array shapes pays it once per layer.
+        key = (characterization.key, id(acts), id(characterization))
+        curve = self._activation_curves.get(key)
+        if curve is None:
+            curve = characterization.activation_curve(acts).astype(np.float64)
+            self._activation_curves[key] = curve
+        return curve + characterization.psum_curve(acts, psums, unchanged)
+
+    def layer_energy(self, layer: LayerSpec, mapping: LayerMapping,
+                     codes: np.ndarray | None = None, stats: Any = None,
+                     characterization: Any = None) -> LayerEnergy:
+        _check(self.name, layer, mapping, stats, characterization)
+        curve = self.per_weight_energy(layer, stats, characterization)
+        if codes is None:
+            histogram = stats.weight_histogram
+        else:
+            histogram = np.bincount(np.asarray(codes).ravel().astype(np.int64) + 128,
+                                    minlength=256)
+        mac = mapping.streamed * float(histogram @ curve)
+        return LayerEnergy(layer=layer.name, mac_switching_pj=mac, cycles=mapping.cycles,
+                           macs=layer.macs, **array_terms(mapping, characterization))
+
+
+class ExactEnergy:
+    """Replays the recorded streams (runs of consecutive im2col rows at random places of the
+    calibration set, up to ``max_windows`` of them and ``max_pe_cycles`` busy PE-cycles per
+    fold) of ``sample_folds`` evenly spread folds through the PE netlist with the
+    characterisation's delay model and technology, and scales the measured energy per busy
+    PE-cycle to the layer."""
+
+    def __init__(self, sample_folds: int = 8, max_windows: int = 64,
+                 max_pe_cycles: int = 1 << 18) -> None:
+        if sample_folds < 1 or max_windows < 1 or max_pe_cycles < 1:
+            raise DseError(f"sample_folds = {sample_folds}, max_windows = {max_windows}, "
+                           f"max_pe_cycles = {max_pe_cycles}: expected >= 1")
+        self.sample_folds, self.max_windows = sample_folds, max_windows
+        self.max_pe_cycles = max_pe_cycles
+        self._netlists: dict[str, Any] = {}
+
+    def _netlist(self, char: MacCharacterization) -> Any:
+        from plugins.characterizers import GateLevelCharacterizer
+
+        if char.description.get("source") != "gate_level":
+            raise DseError("energy model 'exact' replays a gate-level netlist; the "
+                           "characterisation came from a table file")
+        if char.key not in self._netlists:
+            rtl = char.description.get("rtl")
+            rtl = None if rtl is None or str(rtl).startswith("default PE") else rtl
+            self._netlists[char.key] = GateLevelCharacterizer(
+                rtl=rtl, top=char.description.get("netlist", "pe_mac"),
+                psum_bits=char.psum_bits).netlist()
+        return self._netlists[char.key]
+
+    def per_weight_energy(self, layer: LayerSpec, stats: Any = None,
+                          characterization: Any = None) -> np.ndarray:
+        raise DseError("energy model 'exact' replays whole folds; it has no per-weight curve "
+                       "(use msb_hamming)")
+
+    def sampled_folds(self, layer: LayerSpec, mapping: LayerMapping, stats: LayerStats,
+                      char: MacCharacterization) -> list[dict[str, Any]]:
+        """For each sampled fold: its tile, the exact MAC-switching energy of the replayed
+        cycles, the number of busy PE-cycles, and the weight codes of its busy PEs."""
+        from dse_core.gates import simulate_toggles
+        from plugins.characterizers import Technology, register_pj
+
+        _check("exact", layer, mapping, stats, char)
+        netlist = self._netlist(char)
+        tech = Technology(**char.description["technology"])
+        net_pj = tech.pj(tech.wire_ff + tech.gate_input_ff * netlist.fanout)
+        tiles = list(mapping.tiles())
+        picks = np.unique(np.linspace(0, len(tiles) - 1, min(self.sample_folds, len(tiles)))
+                          .round().astype(int))
+        rows, cols = mapping.array.rows, mapping.array.cols
+        out = []
+        for index in picks:
+            tile = tiles[index]
+            k0, n0 = tile.row_fold * rows, tile.col_fold * cols
+            w = stats.weight_codes[tile.group, k0:k0 + tile.active_rows,
+                                   n0:n0 + tile.active_cols].astype(np.int64)     # (r, c)
+            # as many windows as the PE-cycle budget allows: folds with few busy PEs replay
+            # more of the stream, so small layers are not judged on a handful of vectors
+            per_window = tile.active_rows * tile.active_cols * (
+                stats.activation_sample.shape[2] - 1)
+            windows = max(1, min(self.max_windows, self.max_pe_cycles // per_window))
+            a = stats.activation_sample[tile.group, :windows, :,
+                                        k0:k0 + tile.active_rows].astype(np.int64)  # (W, S, r)
+            prod = a[..., None] * w                                                 # (W, S, r, c)
+            p = np.cumsum(prod, axis=2) - prod                                      # rows above
+            shape = (a.shape[0], a.shape[1] - 1, tile.active_rows, tile.active_cols)
+            ws = np.broadcast_to(w, shape).ravel()
+            a0 = np.broadcast_to(a[:, :-1, :, None], shape).ravel()
+            a1 = np.broadcast_to(a[:, 1:, :, None], shape).ravel()
+            p0, p1 = p[:, :-1].ravel(), p[:, 1:].ravel()
+            toggles = simulate_toggles(netlist, {"w": ws, "a": a0, "p": p0},
+                                       {"w": ws, "a": a1, "p": p1},
+                                       glitches=bool(char.description["glitches"]))
+            energy = float(toggles.per_net @ net_pj) + float(
+                register_pj(char.psum_bits, tech, ws, a0, a1, p0, p1).sum())
+            out.append({"tile": tile, "exact_pj": energy, "pe_cycles": len(ws),
+                        "weights": w, "cycles_per_pe": shape[0] * shape[1]})
+        return out
+
+    def layer_energy(self, layer: LayerSpec, mapping: LayerMapping,
+                     codes: np.ndarray | None = None, stats: Any = None,
+                     characterization: Any = None) -> LayerEnergy:
+        if codes is not None:
+            raise DseError("energy model 'exact' replays the recorded weight codes; it cannot "
+                           "evaluate other codes")
+        folds = self.sampled_folds(layer, mapping, stats, characterization)
+        per_pe_cycle = sum(f["exact_pj"] for f in folds) / sum(f["pe_cycles"] for f in folds)
+        mac = per_pe_cycle * mapping.active_pe_folds * mapping.streamed
+        return LayerEnergy(layer=layer.name, mac_switching_pj=mac, cycles=mapping.cycles,
+                           macs=layer.macs, **array_terms(mapping, characterization))
+
+
+@hookimpl
+def dse_register_energy_models(register):  # type: ignore[no-untyped-def]
+    register(EnergyModelPlugin(
+        name="msb_hamming", factory=lambda: SwitchingEnergy("msb_hamming", False),
+        summary="layer-aware switching energy: per-layer activation + psum MSB-Hamming stats"))
+    register(EnergyModelPlugin(
+        name="global_activation", factory=lambda: SwitchingEnergy("global_activation", True),
+        summary="switching energy with one network-wide distribution (PowerPruning-style)"))
+    register(EnergyModelPlugin(
+        name="exact", factory=ExactEnergy,
+        summary="replays sampled folds' real streams through the PE netlist (slow reference)"))
