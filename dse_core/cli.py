@@ -189,42 +189,206 @@ def map_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
 @click.option("--energy-model", default=DEFAULT_ENERGY_MODEL, show_default=True,
               help="Energy model plugin (see `dse plugins`).")
 @click.option("--mac-pj", type=float, help="Shorthand for -o mac_pj=VALUE (constant model).")
+@click.option("--sample-folds", type=click.IntRange(min=1),
+              help="Shorthand for -o sample_folds=N (exact model).")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="An option of the energy model; repeatable.")
+@click.option("--dataset", help="Collect switching statistics on this dataset (needed by "
+              "msb_hamming, global_activation, exact); the model is trained on it if needed.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False),
+              help="Trained weights (from `dse train`) instead of the cached training run.")
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Training epochs when no checkpoint is cached.")
+@click.option("--calibration-images", type=click.IntRange(min=2), default=256,
+              show_default=True, help="Images the statistics are collected on.")
+@click.option("--stats", "stats_file", type=click.Path(dir_okay=False),
+              help="Statistics file (from `dse stats`) instead of collecting them.")
+@click.option("--per-weight", is_flag=True,
+              help="Print each layer's 256-value per-weight energy curve (pJ per PE cycle).")
 @input_option
 @batch_option
 @format_option
 @click.pass_context
 def energy_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
-               energy_model: str, mac_pj: float | None, options: tuple[str, ...],
+               energy_model: str, mac_pj: float | None, sample_folds: int | None,
+               options: tuple[str, ...], dataset: str | None, checkpoint: str | None,
+               epochs: int, calibration_images: int, stats_file: str | None, per_weight: bool,
                input_shape: str | None, batch: int, fmt: str) -> None:
     """Energy of one inference of WORKLOAD on an array, per layer and in total (pJ)."""
     from dse_core.evaluate import evaluate_network
 
-    layers = _layers(ctx, workload, input_shape, batch)
+    registry = _registry(ctx)
     mapper, array = _mapping(ctx, mapping, array_text)
     opts = _options(options)
     if mac_pj is not None:
         opts["mac_pj"] = mac_pj
-    model = instantiate(_registry(ctx).get("energy_model", energy_model), opts)
-    result = evaluate_network(layers, array, mapper, model)
-    total_pj = result.energy.total_pj
-    rows = [{"layer": e.layer, "macs": e.macs, "cycles": e.cycles,
-             "mac_pj": e.mac_switching_pj, "idle_pj": e.idle_pj,
-             "fill_drain_pj": e.fill_drain_pj, "weight_load_pj": e.weight_load_pj,
-             "total_pj": e.total_pj,
-             "share_pct": round(100 * e.total_pj / total_pj, 2) if total_pj else 0.0}
-            for e in result.energy.layers]
+    if sample_folds is not None:
+        opts["sample_folds"] = sample_folds
+    model = instantiate(registry.get("energy_model", energy_model), opts)
+    stats, char = None, None
+    if dataset is not None:
+        from dse_core.pipeline import switching_inputs
+
+        if input_shape is not None or batch != 1:
+            raise DseError("--input and --batch come from the dataset when --dataset is given")
+        inputs = switching_inputs(registry, workload, dataset, array, checkpoint=checkpoint,
+                                  epochs=epochs, calibration_images=calibration_images,
+                                  stats_file=stats_file, progress=_progress())
+        layers, stats, char = inputs.layers, inputs.stats.layers, inputs.characterization
+    else:
+        layers = _layers(ctx, workload, input_shape, batch)
+    if per_weight:
+        curves = {layer.name: model.per_weight_energy(layer, (stats or {}).get(layer.name),
+                                                      char) for layer in layers}
+        rows = [{"code": code, **{name: float(c[code + 128]) for name, c in curves.items()}}
+                for code in range(-128, 128)]
+        click.echo(render(rows, fmt, meta={"workload": workload, "energy_model": energy_model,
+                                           "unit": "pJ per busy PE cycle"}))
+        return
+    result = evaluate_network(layers, array, mapper, model, stats=stats, characterization=char)
     net = result.energy
+    total_pj = net.total_pj
+    terms = ("mac_switching_pj", "clock_pj", "idle_pj", "fill_drain_pj", "weight_load_pj")
+    rows = [{"layer": e.layer, "macs": e.macs, "cycles": e.cycles,
+             **{t: getattr(e, t) for t in terms}, "total_pj": e.total_pj,
+             "share_pct": round(100 * e.total_pj / total_pj, 2) if total_pj else 0.0}
+            for e in net.layers]
     total = {"layer": "total", "macs": net.macs, "cycles": net.cycles,
-             "mac_pj": net.mac_switching_pj,
-             "idle_pj": sum(e.idle_pj for e in net.layers),
-             "fill_drain_pj": sum(e.fill_drain_pj for e in net.layers),
-             "weight_load_pj": sum(e.weight_load_pj for e in net.layers),
+             **{t: sum(getattr(e, t) for e in net.layers) for t in terms},
              "total_pj": total_pj, "share_pct": 100.0}
-    click.echo(render(rows, fmt, total=total, meta={
-        "workload": workload, "array": str(array), "mapping": mapping,
-        "energy_model": energy_model, **opts}))
+    meta = {"workload": workload, "array": str(array), "mapping": mapping,
+            "energy_model": energy_model, **opts}
+    if dataset:
+        meta["dataset"] = dataset
+    click.echo(render(rows, fmt, total=total, meta=meta))
+
+
+def _progress() -> bool:
+    return sys.stderr.isatty() and _state["verbose"] >= 0
+
+
+@cli.command("train")
+@click.argument("model")
+@click.option("--dataset", required=True, help="Dataset plugin, e.g. mnist5k.")
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Checkpoint path (default: the cache, where `dse energy` finds it).")
+@format_option
+@click.pass_context
+def train_cmd(ctx: click.Context, model: str, dataset: str, epochs: int, seed: int,
+              output: str | None, fmt: str) -> None:
+    """Train MODEL on a dataset and save a checkpoint (loads without unpickling code)."""
+    from dse_core.training import trained_model
+
+    _, meta, _ = trained_model(_registry(ctx), model, dataset, epochs=epochs, seed=seed,
+                               checkpoint=None, progress=_progress())
+    if output:
+        import shutil
+
+        shutil.copyfile(meta["path"], output)
+        meta["path"] = output
+    click.echo(render([{"model": model, "dataset": meta["dataset"], "epochs": epochs,
+                        "val_accuracy_pct": round(meta["val_accuracy"], 2),
+                        "checkpoint": meta["path"]}], fmt))
+
+
+@cli.command("characterize")
+@click.option("--rtl", type=click.Path(dir_okay=False),
+              help="Your PE's Verilog (synthesised with Yosys); default: the shipped PE.")
+@click.option("--top", default="pe_mac", show_default=True,
+              help="Module of --rtl with ports w[8], a[8], p[P], sum[P].")
+@click.option("--table", type=click.Path(dir_okay=False),
+              help="A power table CSV instead of a netlist (see docs/energy-model.md).")
+@click.option("--rows", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Array rows the PE serves: psum width = 16 + ceil(log2 rows).")
+@click.option("--no-glitches", is_flag=True, help="Zero-delay toggles only (faster).")
+@click.option("--export-table", type=click.Path(dir_okay=False),
+              help="Also write the characterisation as a table file.")
+@format_option
+@click.pass_context
+def characterize_cmd(ctx: click.Context, rtl: str | None, top: str, table: str | None,
+                     rows: int, no_glitches: bool, export_table: str | None, fmt: str) -> None:
+    """Characterise the PE: energy per weight code, activation transition and psum group.
+    The result is cached by content; a second run reuses it."""
+    import time
+
+    import numpy as np
+
+    from dse_core.characterization import CharacterizationCache, write_table_file
+    from dse_core.pipeline import characterize
+
+    if table and rtl:
+        raise DseError("--table and --rtl exclude each other: a table replaces the netlist")
+    array = ArrayConfig(rows=rows, cols=1)
+    if table:
+        name, opts = "table_file", {"table": table}
+    else:
+        name, opts = "gate_level", {"glitches": not no_glitches}
+        if rtl:
+            opts.update(rtl=rtl, top=top)
+    start = time.perf_counter()
+    char = characterize(_registry(ctx), array, characterizer=name, options=opts,
+                        progress=_progress())
+    seconds = time.perf_counter() - start
+    uniform = char.per_weight_energy(np.full((256, 256), 1 / 65536),
+                                     np.full(char.msb_bits + 1, 1 / (char.msb_bits + 1)))
+    if export_table:
+        write_table_file(char, export_table)
+    row = {"key": char.key, "source": char.description.get("source"),
+           "pe": char.description.get("rtl", char.description.get("path")),
+           "gates": char.description.get("gates"), "psum_bits": char.psum_bits,
+           "msb_bits": char.msb_bits,
+           "cheapest_code": int(np.argmin(uniform)) - 128,
+           "costliest_code": int(np.argmax(uniform)) - 128,
+           "mean_pj_uniform": round(float(uniform.mean()), 4),
+           "max_over_min": round(float(uniform.max() / uniform.min()), 2),
+           "seconds": round(seconds, 2),
+           "cache": str(CharacterizationCache().path(char.key))}
+    click.echo(render([row], fmt))
+
+
+@cli.command("stats")
+@click.argument("model")
+@click.option("--dataset", required=True, help="Dataset plugin, e.g. mnist5k.")
+@click.option("--rows", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Array rows (the psum statistics depend on the fold height).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False))
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--calibration-images", type=click.IntRange(min=2), default=256,
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Also save the statistics to this file (for --stats).")
+@format_option
+@click.pass_context
+def stats_cmd(ctx: click.Context, model: str, dataset: str, rows: int, checkpoint: str | None,
+              epochs: int, calibration_images: int, output: str | None, fmt: str) -> None:
+    """Per-layer switching statistics of MODEL's int8 version on real images."""
+    import numpy as np
+
+    from dse_core.pipeline import switching_inputs
+
+    inputs = switching_inputs(_registry(ctx), model, dataset, ArrayConfig(rows=rows, cols=1),
+                              checkpoint=checkpoint, epochs=epochs,
+                              calibration_images=calibration_images, progress=_progress())
+    if output:
+        inputs.stats.save(output)
+    out = []
+    for name, st in inputs.stats.layers.items():
+        p = st.act_transitions
+        out.append({"layer": name, "p_act_hold": round(float(np.trace(p)), 4),
+                    "p_act_zero": round(float(p[0].sum()), 4),
+                    "mean_act_hd": round(float((p * _act_hd()).sum()), 3),
+                    "p_psum_hold": round(st.psum_unchanged, 4),
+                    **{f"psum_g{g}": round(float(v), 4) for g, v in enumerate(st.psum_groups)}})
+    click.echo(render(out, fmt, meta={"model": model, "dataset": dataset, "rows": rows,
+                                      "fingerprint": inputs.stats.fingerprint}))
+
+
+def _act_hd() -> Any:
+    from dse_core.characterization import activation_hd
+
+    return activation_hd()
 
 
 @cli.command("scalesim")

@@ -268,10 +268,13 @@ class _LayerAccumulator:
         for start in self.rng.integers(0, m - length + 1, self.windows_per_batch):
             span = torch.arange(int(start), int(start) + length)
             self.windows.append(torch.stack([cols.rows(group, span) for group in range(g)]))
-        n_pairs = min(self.act_budget, (m - 1) * k * g)
-        gi = torch.from_numpy(self.rng.integers(0, g, n_pairs))
-        mi = torch.from_numpy(self.rng.integers(0, m - 1, n_pairs))
-        ki = torch.from_numpy(self.rng.integers(0, k, n_pairs))
+        total = (m - 1) * k * g
+        if total <= self.act_budget:  # every pair: the distribution is exact
+            flat = torch.arange(total)
+        else:
+            flat = torch.from_numpy(self.rng.integers(0, total, self.act_budget))
+        gi, rest = flat // ((m - 1) * k), flat % ((m - 1) * k)
+        mi, ki = rest // k, rest % k
         self.act_pairs.append((cols.get(gi, mi, ki), cols.get(gi, mi + 1, ki)))
         starts = torch.from_numpy(np.sort(self.rng.choice(m - 1, min(m - 1, self.psum_pixels),
                                                           replace=False)))

@@ -193,7 +193,13 @@ class GateLevelCharacterizer:
             netlist = _default_netlist(self.psum_bits)
             origin = "default PE"
         else:
-            params = {"P_BITS": self.psum_bits}
+            # A P_BITS parameter, if the module has one, sets the psum width; otherwise the
+            # ports must already have it (checked below).
+            try:
+                text = Path(self.rtl).read_text(errors="replace")
+            except OSError as exc:
+                raise DseError(f"{self.rtl}: cannot read ({exc.strerror or exc})") from exc
+            params = {"P_BITS": self.psum_bits} if "P_BITS" in text else {}
             netlist = synthesize_with_yosys(self.rtl, self.top, params)
             origin = f"{self.rtl} ({self.top})"
         check_pe_contract(netlist, self.psum_bits, origin)

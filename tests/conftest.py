@@ -13,6 +13,15 @@ SCALESIM = DATA / "scalesim"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tests never read or write the user's cache; within a session they share one, so the
+    characterisation and the trained LeNet-5 are built once."""
+    path = tmp_path_factory.mktemp("dse-cache")
+    os.environ["DSE_CACHE_DIR"] = str(path)
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _isolated_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test sees only the plugins it asks for: no allow-list or opt-out from the
@@ -31,3 +40,21 @@ def registry():
     from dse_core import build_registry
 
     return build_registry()
+
+
+@pytest.fixture(scope="session")
+def characterization(registry):
+    """The real characterisation of the shipped PE (22-bit psum), built once (~45 s)."""
+    from dse_core import ArrayConfig
+    from dse_core.pipeline import characterize
+
+    return characterize(registry, ArrayConfig(64, 64))
+
+
+@pytest.fixture(scope="session")
+def lenet_inputs(registry, characterization):
+    """LeNet-5 trained on mnist5k, its int8 statistics for a 64-row array."""
+    from dse_core import ArrayConfig
+    from dse_core.pipeline import switching_inputs
+
+    return switching_inputs(registry, "lenet5", "mnist5k", ArrayConfig(64, 64), epochs=5)
