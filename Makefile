@@ -1,5 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   creates .venv, installs systolic-dse, maps and charges ResNet-20 on a 64x64 array
+#   make demo   creates .venv, installs systolic-dse, maps ResNet-20 on a 64x64 array, and
+#               charges LeNet-5 with the switching-activity model (trains it and characterises
+#               the PE on first use: about a minute)
 #   make test   creates .venv, installs systolic-dse with its test tools, runs the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -19,6 +21,7 @@ demo: $(BIN)/dse
 	$(BIN)/dse plugins
 	$(BIN)/dse map resnet20 --array 64x64
 	$(BIN)/dse energy resnet20 --array 64x64 --energy-model constant --mac-pj 0.04
+	$(BIN)/dse energy lenet5 --dataset mnist5k --array 64x64 --energy-model msb_hamming
 
 test: $(BIN)/dse
 	$(BIN)/python -m pytest -q

@@ -8,9 +8,9 @@ The decomposition (see docs/energy-model.md for why and how accurate it is)::
 ``act_pj`` is the energy of a cycle in which the activation input changes a→a' while the
 partial sum entering the PE stays put; ``psum_pj[w, g, c]`` the extra energy when the partial
 sum also changes, with MSB-Hamming group g, for an activation that holds (c = 0) or changes
-(c = 1): a psum change costs more when it is the only thing that switches. ``clock_pj`` is clocking all of a PE's registers for one
-cycle (paid by busy and idle PEs alike); ``weight_shift_pj`` moving one weight into a PE's
-weight register during the preload of a fold.
+(c = 1): a psum change costs more when it is the only thing that switches. ``clock_pj`` is
+clocking all of a PE's registers for one cycle (paid by busy and idle PEs alike);
+``weight_shift_pj`` the data toggles of moving one weight down a PE during a fold's preload.
 """
 
 from __future__ import annotations
@@ -234,4 +234,8 @@ def write_table_file(char: MacCharacterization, path: str | Path) -> Path:
                 extra = char.psum_pj[w, g, int(h > 0)] if g else 0.0
                 rows.append(f"{w - 128},{h},{g},{by_hd[w, h] + extra:.6g}")
     text = "\n".join(rows) + "\n"
-    return atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text)
+
+    return atomic_write(Path(path), write)

@@ -240,24 +240,26 @@ def energy_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
     if per_weight:
         curves = {layer.name: model.per_weight_energy(layer, (stats or {}).get(layer.name),
                                                       char) for layer in layers}
-        rows = [{"code": code, **{name: float(c[code + 128]) for name, c in curves.items()}}
-                for code in range(-128, 128)]
-        click.echo(render(rows, fmt, meta={"workload": workload, "energy_model": energy_model,
+        curve_rows = [{"code": code, **{n: float(c[code + 128]) for n, c in curves.items()}}
+                      for code in range(-128, 128)]
+        click.echo(render(curve_rows, fmt, meta={"workload": workload, "energy_model": energy_model,
                                            "unit": "pJ per busy PE cycle"}))
         return
     result = evaluate_network(layers, array, mapper, model, stats=stats, characterization=char)
     net = result.energy
     total_pj = net.total_pj
     terms = ("mac_switching_pj", "clock_pj", "idle_pj", "fill_drain_pj", "weight_load_pj")
-    rows = [{"layer": e.layer, "macs": e.macs, "cycles": e.cycles,
+    rows: list[dict[str, Any]] = [
+            {"layer": e.layer, "macs": e.macs, "cycles": e.cycles,
              **{t: getattr(e, t) for t in terms}, "total_pj": e.total_pj,
              "share_pct": round(100 * e.total_pj / total_pj, 2) if total_pj else 0.0}
             for e in net.layers]
-    total = {"layer": "total", "macs": net.macs, "cycles": net.cycles,
+    total: dict[str, Any] = {
+             "layer": "total", "macs": net.macs, "cycles": net.cycles,
              **{t: sum(getattr(e, t) for e in net.layers) for t in terms},
              "total_pj": total_pj, "share_pct": 100.0}
-    meta = {"workload": workload, "array": str(array), "mapping": mapping,
-            "energy_model": energy_model, **opts}
+    meta: dict[str, Any] = {"workload": workload, "array": str(array), "mapping": mapping,
+                             "energy_model": energy_model, **opts}
     if dataset:
         meta["dataset"] = dataset
     click.echo(render(rows, fmt, total=total, meta=meta))
@@ -321,6 +323,7 @@ def characterize_cmd(ctx: click.Context, rtl: str | None, top: str, table: str |
     if table and rtl:
         raise DseError("--table and --rtl exclude each other: a table replaces the netlist")
     array = ArrayConfig(rows=rows, cols=1)
+    opts: dict[str, Any]
     if table:
         name, opts = "table_file", {"table": table}
     else:
@@ -335,7 +338,7 @@ def characterize_cmd(ctx: click.Context, rtl: str | None, top: str, table: str |
                                      np.full(char.msb_bits + 1, 1 / (char.msb_bits + 1)))
     if export_table:
         write_table_file(char, export_table)
-    row = {"key": char.key, "source": char.description.get("source"),
+    row: dict[str, Any] = {"key": char.key, "source": char.description.get("source"),
            "pe": char.description.get("rtl", char.description.get("path")),
            "gates": char.description.get("gates"), "psum_bits": char.psum_bits,
            "msb_bits": char.msb_bits,

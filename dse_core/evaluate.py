@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,8 +40,8 @@ def evaluate_network(
     mapping: ArrayMapping,
     energy_model: EnergyModel,
     *,
-    codes: dict[str, Any] | None = None,
-    stats: dict[str, Any] | None = None,
+    codes: Mapping[str, Any] | None = None,
+    stats: Mapping[str, Any] | None = None,
     characterization: Any = None,
 ) -> NetworkEvaluation:
     """Mappings and energies of every layer. ``codes`` and ``stats`` are per layer name."""

@@ -14,7 +14,7 @@ from dse_core.cache import cache_dir, content_hash
 from dse_core.characterization import MacCharacterization
 from dse_core.errors import DseError
 from dse_core.plugins import Registry, instantiate
-from dse_core.stats import STATS_FORMAT, NetworkStats, collect_stats
+from dse_core.stats import STATS_FORMAT, NetworkStats, collect_stats, network_fingerprint
 from dse_core.training import trained_model
 from dse_core.types import ArrayConfig, LayerSpec
 from dse_core.workloads import layers_from_module
@@ -65,13 +65,19 @@ def switching_inputs(
     layers = layers_from_module(model, splits.input_shape)
     if stats_file is not None:
         stats = NetworkStats.load(stats_file)
+        stats.check_layers(layers)
+        expected = network_fingerprint(model, layers, splits.train[0][0][None])
+        if stats.fingerprint != expected:
+            raise DseError(f"{stats_file}: statistics were collected on another model "
+                           f"(fingerprint {stats.fingerprint}, this model's {expected})")
     else:
         key = content_hash(STATS_FORMAT, _file_hash(meta["path"]), splits.name,
                            str(array.rows), str(array.psum_bits), str(calibration_images),
                            str(seed))
         path = cache_dir("stats") / f"{key}.npz"
-        stats = NetworkStats.load(path) if path.exists() else None
-        if stats is None:
+        if path.exists():
+            stats = NetworkStats.load(path)
+        else:
             n = min(calibration_images, len(splits.train))
             images = torch.stack([splits.train[i][0] for i in range(n)])
             stats = collect_stats(model, layers, list(images.split(batch_size)),

@@ -10,13 +10,12 @@ happens outside the array, so PEs multiply raw codes.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["fold_batchnorm", "ActivationQuant", "weight_codes", "calibrate", "activation_codes"]
+__all__ = ["fold_batchnorm", "ActivationQuant", "weight_codes", "activation_codes"]
 
 
 def fold_batchnorm(model: Any, example: Any) -> Any:
@@ -81,29 +80,6 @@ class ActivationQuant:
         lo, hi = min(lo, 0.0), max(hi, 0.0)  # the range must hold real 0 exactly
         scale = (hi - lo) / 255.0 or 1.0
         return cls(scale, int(round(-lo / scale)))
-
-
-def calibrate(model: Any, modules: Iterable[Any], batches: Iterable[Any]) -> dict[Any, ActivationQuant]:
-    """Min/max of the input of each of ``modules`` over ``batches`` -> uint8 quantisers."""
-    import torch
-
-    ranges: dict[Any, list[float]] = {}
-
-    def hook(mod: Any, inp: Any, _out: Any) -> None:
-        x = inp[0].detach()
-        lo, hi = float(x.min()), float(x.max())
-        old = ranges.setdefault(mod, [lo, hi])
-        old[0], old[1] = min(old[0], lo), max(old[1], hi)
-
-    handles = [m.register_forward_hook(hook) for m in modules]
-    try:
-        with torch.no_grad():
-            for x in batches:
-                model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return {m: ActivationQuant.from_range(*r) for m, r in ranges.items()}
 
 
 def activation_codes(x: Any, quant: ActivationQuant) -> Any:

@@ -8,8 +8,9 @@ For each conv/linear layer of an int8 network and an array of ``rows`` rows:
 - ``psum_groups[g]``: the probability that the partial sum entering a PE goes from p to p'
   with ``g`` = popcount of the top ``msb_bits`` bits of p XOR p' (as ``psum_bits``-bit two's
   complement); ``psum_unchanged`` is the part of group 0 where p' = p (the top row of a fold,
-  or all activations above unchanged), which costs no psum switching at all. p is the exact partial dot product of the rows above the PE within its fold:
-  folds cut K into chunks of ``rows``.
+  or all activations above unchanged), which costs no psum switching at all. p is the exact
+  partial dot product of the rows above the PE within its fold: folds cut K into chunks of
+  ``rows``.
 
 Transitions are sampled uniformly (``max_transitions`` activation pairs, ``psum_pixels`` pixel
 pairs per batch for the psums) so collecting stays within a few inference passes. The layer's
@@ -35,7 +36,7 @@ from dse_core.types import LayerSpec, default_psum_bits
 __all__ = ["LayerStats", "NetworkStats", "collect_stats", "psum_group", "STATS_FORMAT"]
 
 log = logging.getLogger(__name__)
-STATS_FORMAT = "systolic-dse-stats/4"
+STATS_FORMAT = "systolic-dse-stats/5"
 PRODUCT_BITS = 16
 
 
@@ -113,8 +114,10 @@ class NetworkStats:
     def __post_init__(self) -> None:
         if not self.layers:
             raise ValidationError("NetworkStats.layers: expected at least one layer")
-        acts = sum(s.act_transitions * s.n_act_transitions for s in self.layers.values())
-        psums = sum(s.psum_groups * max(1, s.n_psum_transitions) for s in self.layers.values())
+        acts = np.sum([s.act_transitions * s.n_act_transitions for s in self.layers.values()],
+                      axis=0)
+        psums = np.sum([s.psum_groups * max(1, s.n_psum_transitions)
+                        for s in self.layers.values()], axis=0)
         weights = [max(1, s.n_psum_transitions) for s in self.layers.values()]
         unchanged = float(np.average([s.psum_unchanged for s in self.layers.values()],
                                      weights=weights))
@@ -146,8 +149,11 @@ class NetworkStats:
         header = {"format": STATS_FORMAT, "fingerprint": self.fingerprint,
                   "meta": dict(self.meta), "layers": layer_meta}
         arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-        return atomic_write(Path(path), lambda tmp: np.savez_compressed(
-            tmp.open("wb"), **arrays))
+        def write(tmp: Path) -> None:
+            with tmp.open("wb") as handle:
+                np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
+
+        return atomic_write(Path(path), write)
 
     @classmethod
     def load(cls, path: str | Path) -> NetworkStats:
@@ -265,9 +271,10 @@ class _LayerAccumulator:
         if m < 2:
             return
         length = min(m, self.sample_pixels)
-        for start in self.rng.integers(0, m - length + 1, self.windows_per_batch):
-            span = torch.arange(int(start), int(start) + length)
-            self.windows.append(torch.stack([cols.rows(group, span) for group in range(g)]))
+        starts = torch.from_numpy(self.rng.integers(0, m - length + 1, self.windows_per_batch))
+        spans = (starts[:, None] + torch.arange(length)[None]).ravel()
+        self.windows.append(torch.stack([cols.rows(group, spans).reshape(-1, length, k)
+                                         for group in range(g)]))     # (groups, W, S, K)
         total = (m - 1) * k * g
         if total <= self.act_budget:  # every pair: the distribution is exact
             flat = torch.arange(total)
@@ -320,43 +327,61 @@ class _LayerAccumulator:
             else np.eye(self.msb_bits + 1)[0],
             weight_codes=self.codes.astype(np.int8),
             activation_sample=activation_codes(
-                torch.stack(self.windows[: self.max_windows], dim=1), quant).numpy(),
+                torch.cat(self.windows, dim=1)[:, : self.max_windows], quant).numpy(),
             n_act_transitions=int(act_counts.sum()),
             n_psum_transitions=int(psum_counts.sum()),
             psum_unchanged=unchanged / psum_counts.sum() if psum_counts.sum() else 1.0)
+
+
+def _quantised(model: Any, layers: Sequence[LayerSpec], example: Any
+               ) -> tuple[Any, dict[str, np.ndarray], str]:
+    """BN-folded copy, int8 weight codes by module name, and the network's fingerprint."""
+    import torch
+
+    from dse_core.quant import fold_batchnorm, weight_codes
+
+    folded = fold_batchnorm(model, example)
+    codes = {name: weight_codes(m.weight)[0] for name, m in folded.named_modules()
+             if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)}
+    fingerprint = model_fingerprint(layers, {
+        layer.name: codes[layer.name.split("#")[0]] for layer in layers})
+    return folded, codes, fingerprint
+
+
+def network_fingerprint(model: Any, layers: Sequence[LayerSpec], example: Any) -> str:
+    """The fingerprint statistics of this int8 network carry (shapes and weight codes)."""
+    return _quantised(model, layers, example)[2]
 
 
 def collect_stats(
     model: Any, layers: Sequence[LayerSpec], batches: Sequence[Any], *, rows: int,
     psum_bits: int | None = None, msb_bits: int | None = None,
     max_transitions: int = 1 << 16, psum_pixels: int = 8, sample_pixels: int = 9,
-    sample_windows: int = 64,
+    sample_windows: int = 1024, sample_bytes: int = 1 << 20,
     seed: int = 0, meta: Mapping[str, Any] | None = None,
 ) -> NetworkStats:
     """Quantise ``model`` (BN folded, int8 weights, uint8 activations calibrated on
     ``batches``) and measure every layer's statistics on the same batches."""
     import torch
 
-    from dse_core.quant import fold_batchnorm, weight_codes
-
     if not batches:
         raise DseError("no calibration batches: expected at least one")
     psum_bits = psum_bits or default_psum_bits(rows)
     msb_bits = msb_bits or max(1, psum_bits - PRODUCT_BITS)
-    folded = fold_batchnorm(model, batches[0][:1])
+    folded, codes, fingerprint = _quantised(model, layers, batches[0][:1])
     modules = [m for m in folded.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
     names = {m: n for n, m in folded.named_modules()}
     specs = {layer.name: layer for layer in layers}
-    codes = {names[m]: weight_codes(m.weight)[0] for m in modules}
-    fingerprint = model_fingerprint(layers, {
-        layer.name: codes[layer.name.split("#")[0]] for layer in layers})
     rng = np.random.default_rng(seed)
     per_batch = max(1, max_transitions // len(batches))
-    accumulators = {
-        layer.name: _LayerAccumulator(layer, codes[layer.name.split("#")[0]], rows, psum_bits,
-                                      msb_bits, per_batch, psum_pixels, sample_pixels,
-                                      -(-sample_windows // len(batches)), sample_windows, rng)
-        for layer in layers}
+    accumulators = {}
+    for layer in layers:
+        # small layers keep more windows: the exact replay of their few PEs needs them
+        windows = max(16, min(sample_windows, sample_bytes // (
+            layer.groups * sample_pixels * layer.gemm_k)))
+        accumulators[layer.name] = _LayerAccumulator(
+            layer, codes[layer.name.split("#")[0]], rows, psum_bits, msb_bits, per_batch,
+            psum_pixels, sample_pixels, -(-windows // len(batches)), windows, rng)
     calls: dict[Any, int] = {}
 
     def hook(mod: Any, inp: Any, _out: Any) -> None:

@@ -106,8 +106,8 @@ class ExactEnergy:
     characterisation's delay model and technology, and scales the measured energy per busy
     PE-cycle to the layer."""
 
-    def __init__(self, sample_folds: int = 8, max_windows: int = 64,
-                 max_pe_cycles: int = 1 << 18) -> None:
+    def __init__(self, sample_folds: int = 8, max_windows: int = 1024,
+                 max_pe_cycles: int = 1 << 19) -> None:
         if sample_folds < 1 or max_windows < 1 or max_pe_cycles < 1:
             raise DseError(f"sample_folds = {sample_folds}, max_windows = {max_windows}, "
                            f"max_pe_cycles = {max_pe_cycles}: expected >= 1")
@@ -135,9 +135,11 @@ class ExactEnergy:
                        "(use msb_hamming)")
 
     def sampled_folds(self, layer: LayerSpec, mapping: LayerMapping, stats: LayerStats,
-                      char: MacCharacterization) -> list[dict[str, Any]]:
+                      char: MacCharacterization, seed: int = 0) -> list[dict[str, Any]]:
         """For each sampled fold: its tile, the exact MAC-switching energy of the replayed
-        cycles, the number of busy PE-cycles, and the weight codes of its busy PEs."""
+        busy PE-cycles, and the weight code of the PE of each replayed cycle. All recorded
+        windows are replayed; when they hold more than ``max_pe_cycles`` busy PE-cycles, a
+        uniform random subset of them is (spread over windows, not concentrated in a few)."""
         from dse_core.gates import simulate_toggles
         from plugins.characterizers import Technology, register_pj
 
@@ -149,33 +151,40 @@ class ExactEnergy:
         picks = np.unique(np.linspace(0, len(tiles) - 1, min(self.sample_folds, len(tiles)))
                           .round().astype(int))
         rows, cols = mapping.array.rows, mapping.array.cols
+        windows = min(self.max_windows, stats.activation_sample.shape[1])
+        steps = stats.activation_sample.shape[2] - 1
         out = []
         for index in picks:
             tile = tiles[index]
+            rng = np.random.default_rng([seed, int(index)])
             k0, n0 = tile.row_fold * rows, tile.col_fold * cols
             w = stats.weight_codes[tile.group, k0:k0 + tile.active_rows,
                                    n0:n0 + tile.active_cols].astype(np.int64)     # (r, c)
-            # as many windows as the PE-cycle budget allows: folds with few busy PEs replay
-            # more of the stream, so small layers are not judged on a handful of vectors
-            per_window = tile.active_rows * tile.active_cols * (
-                stats.activation_sample.shape[2] - 1)
-            windows = max(1, min(self.max_windows, self.max_pe_cycles // per_window))
-            a = stats.activation_sample[tile.group, :windows, :,
-                                        k0:k0 + tile.active_rows].astype(np.int64)  # (W, S, r)
-            prod = a[..., None] * w                                                 # (W, S, r, c)
-            p = np.cumsum(prod, axis=2) - prod                                      # rows above
-            shape = (a.shape[0], a.shape[1] - 1, tile.active_rows, tile.active_cols)
-            ws = np.broadcast_to(w, shape).ravel()
-            a0 = np.broadcast_to(a[:, :-1, :, None], shape).ravel()
-            a1 = np.broadcast_to(a[:, 1:, :, None], shape).ravel()
-            p0, p1 = p[:, :-1].ravel(), p[:, 1:].ravel()
+            per_window = steps * w.size
+            keep = min(1.0, self.max_pe_cycles / (windows * per_window))
+            parts: dict[str, list[np.ndarray]] = {k: [] for k in ("w", "a0", "a1", "p0", "p1")}
+            for lo in range(0, windows, 32):
+                a = stats.activation_sample[tile.group, lo:lo + 32, :,
+                                            k0:k0 + tile.active_rows].astype(np.int64)
+                prod = a[..., None] * w                                   # (W, S, r, c)
+                p = np.cumsum(prod, axis=2) - prod                         # rows above
+                shape = (a.shape[0], steps, tile.active_rows, tile.active_cols)
+                size = int(np.prod(shape))
+                chosen = (np.sort(rng.choice(size, max(1, round(size * keep)), replace=False))
+                          if keep < 1 else np.arange(size))
+                parts["w"].append(np.broadcast_to(w, shape).ravel()[chosen])
+                parts["a0"].append(np.broadcast_to(a[:, :-1, :, None], shape).ravel()[chosen])
+                parts["a1"].append(np.broadcast_to(a[:, 1:, :, None], shape).ravel()[chosen])
+                parts["p0"].append(p[:, :-1].ravel()[chosen])
+                parts["p1"].append(p[:, 1:].ravel()[chosen])
+            ws, a0, a1, p0, p1 = (np.concatenate(parts[k]) for k in parts)
             toggles = simulate_toggles(netlist, {"w": ws, "a": a0, "p": p0},
                                        {"w": ws, "a": a1, "p": p1},
                                        glitches=bool(char.description["glitches"]))
             energy = float(toggles.per_net @ net_pj) + float(
                 register_pj(char.psum_bits, tech, ws, a0, a1, p0, p1).sum())
             out.append({"tile": tile, "exact_pj": energy, "pe_cycles": len(ws),
-                        "weights": w, "cycles_per_pe": shape[0] * shape[1]})
+                        "cycle_weights": ws})
         return out
 
     def layer_energy(self, layer: LayerSpec, mapping: LayerMapping,

@@ -52,6 +52,7 @@ def test_statistics_of_a_known_stream():
     layers = layers_from_module(model, (1, 1, 4))
     stats = collect_stats(model, layers, [x], rows=2, max_transitions=1 << 16,
                           psum_pixels=3, sample_windows=1, sample_pixels=4)
+    assert stats.layers["fc"].activation_sample.shape == (1, 16, 4, 4)  # at least 16 windows
     st = stats.layers["fc"]
     assert st.weight_codes[0].T.tolist() == weight.int().tolist()
     # activation transitions of column k: x[m, k] -> x[m+1, k]; all 12 equally likely
@@ -77,7 +78,7 @@ def test_statistics_of_a_known_stream():
     assert st.psum_bits == 17 and st.msb_bits == 1
     assert st.psum_groups == pytest.approx(expected[:2] / expected.sum())
     assert st.psum_unchanged == pytest.approx(unchanged / expected.sum())
-    assert st.activation_sample[0, 0].tolist() == xs.tolist()
+    assert all(window.tolist() == xs.tolist() for window in st.activation_sample[0])
 
 
 def test_save_load_and_another_model(tmp_path, lenet_inputs):
