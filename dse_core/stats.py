@@ -12,8 +12,9 @@ For each conv/linear layer of an int8 network and an array of ``rows`` rows:
   partial dot product of the rows above the PE within its fold: folds cut K into chunks of
   ``rows``.
 
-Transitions are sampled uniformly (``max_transitions`` activation pairs, ``psum_pixels`` pixel
-pairs per batch for the psums) so collecting stays within a few inference passes. The layer's
+Transitions are sampled uniformly (``max_transitions`` activation pairs and ``psum_pixels``
+consecutive-vector pairs for the psums, per layer, spread over the batches) so collecting
+stays within a few inference passes. The layer's
 int8 weight codes and short runs of consecutive im2col rows, taken at random places, are kept
 too: the ``exact`` energy model replays them through the PE netlist.
 """
@@ -36,7 +37,7 @@ from dse_core.types import LayerSpec, default_psum_bits
 __all__ = ["LayerStats", "NetworkStats", "collect_stats", "psum_group", "STATS_FORMAT"]
 
 log = logging.getLogger(__name__)
-STATS_FORMAT = "systolic-dse-stats/5"
+STATS_FORMAT = "systolic-dse-stats/6"
 PRODUCT_BITS = 16
 
 
@@ -208,30 +209,37 @@ class _Im2col:
         ph, pw = spec.padding
         padded = functional.pad(codes, (pw, pw, ph, ph), value=pad_value)
         self.flat = padded.reshape(-1)
-        self.c, self.hp, self.wp = padded.shape[1:]
+        channels, hp, wp = padded.shape[1:]
         self.ho, self.wo = spec.output_hw
-        self.kh, self.kw = spec.kernel
-        self.sh, self.sw = spec.stride
-        self.dh, self.dw = spec.dilation
-        self.cg = spec.in_channels // spec.groups
-        self.k = self.cg * self.kh * self.kw
+        kh, kw = spec.kernel
+        sh, sw = spec.stride
+        dh, dw = spec.dilation
+        cg = spec.in_channels // spec.groups
+        self.k = cg * kh * kw
         self.m = padded.shape[0] * self.ho * self.wo
+        # flat index = base(pixel) + offset(group, column): computed once per layer call
+        k = torch.arange(self.k)
+        c, ky, kx = k // (kh * kw), (k % (kh * kw)) // kw, k % kw
+        group = torch.arange(spec.groups)[:, None]
+        self.offset = ((group * cg + c) * hp + ky * dh) * wp + kx * dw     # (groups, K)
+        self.image_stride, self.row_stride = channels * hp * wp, sh * wp
+        self.col_stride = sw
+
+    def _base(self, m: Any) -> Any:
+        b, rem = m // (self.ho * self.wo), m % (self.ho * self.wo)
+        return (b * self.image_stride + (rem // self.wo) * self.row_stride
+                + (rem % self.wo) * self.col_stride)
 
     def get(self, group: Any, m: Any, k: Any) -> Any:
         if self.linear:
             return self.flat[m, k]
-        b, rem = m // (self.ho * self.wo), m % (self.ho * self.wo)
-        oy, ox = rem // self.wo, rem % self.wo
-        c = group * self.cg + k // (self.kh * self.kw)
-        ky, kx = (k % (self.kh * self.kw)) // self.kw, k % self.kw
-        y, x = oy * self.sh + ky * self.dh, ox * self.sw + kx * self.dw
-        return self.flat[((b * self.c + c) * self.hp + y) * self.wp + x]
+        return self.flat[self._base(m) + self.offset[group, k]]
 
     def rows(self, group: int, m: Any) -> Any:
         """Full im2col rows ``m`` of one group: (len(m), K)."""
-        import torch
-
-        return self.get(group, m[:, None], torch.arange(self.k)[None, :])
+        if self.linear:
+            return self.flat[m]
+        return self.flat[self._base(m)[:, None] + self.offset[group][None, :]]
 
 
 class _LayerAccumulator:
@@ -356,7 +364,7 @@ def network_fingerprint(model: Any, layers: Sequence[LayerSpec], example: Any) -
 def collect_stats(
     model: Any, layers: Sequence[LayerSpec], batches: Sequence[Any], *, rows: int,
     psum_bits: int | None = None, msb_bits: int | None = None,
-    max_transitions: int = 1 << 16, psum_pixels: int = 8, sample_pixels: int = 9,
+    max_transitions: int = 1 << 16, psum_pixels: int = 64, sample_pixels: int = 9,
     sample_windows: int = 1024, sample_bytes: int = 1 << 20,
     seed: int = 0, meta: Mapping[str, Any] | None = None,
 ) -> NetworkStats:
@@ -381,7 +389,8 @@ def collect_stats(
             layer.groups * sample_pixels * layer.gemm_k)))
         accumulators[layer.name] = _LayerAccumulator(
             layer, codes[layer.name.split("#")[0]], rows, psum_bits, msb_bits, per_batch,
-            psum_pixels, sample_pixels, -(-windows // len(batches)), windows, rng)
+            -(-psum_pixels // len(batches)), sample_pixels, -(-windows // len(batches)),
+            windows, rng)
     calls: dict[Any, int] = {}
 
     def hook(mod: Any, inp: Any, _out: Any) -> None:
