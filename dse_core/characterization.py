@@ -3,12 +3,15 @@ partial-sum group; and its content-addressed on-disk cache.
 
 The decomposition (see docs/energy-model.md for why and how accurate it is)::
 
-    e(w, a→a', p→p') ≈ act_pj[w, a, a'] + [p' ≠ p] · psum_pj[w, g, [a' ≠ a]]
+    e(w, a→a', p→p') ≈ act_pj[w, a, a'] + [a' ≠ a] · mag_pj[w, bits(p)]
+                       + [p' ≠ p] · psum_pj[w, g, [a' ≠ a]]
 
 ``act_pj`` is the energy of a cycle in which the activation input changes a→a' while the
 partial sum entering the PE stays put; ``psum_pj[w, g, c]`` the extra energy when the partial
 sum also changes, with MSB-Hamming group g, for an activation that holds (c = 0) or changes
-(c = 1): a psum change costs more when it is the only thing that switches. ``clock_pj`` is
+(c = 1): a psum change costs more when it is the only thing that switches. ``mag_pj[w, b]``
+corrects the activation term for the bit length b of the partial sum held meanwhile (``act_pj``
+is measured over a reference mix of magnitudes; small sums flip sign more). ``clock_pj`` is
 clocking all of a PE's registers for one cycle (paid by busy and idle PEs alike);
 ``weight_shift_pj`` the data toggles of moving one weight down a PE during a fold's preload.
 """
@@ -35,7 +38,7 @@ __all__ = ["MacCharacterization", "CharacterizationCache", "read_table_file",
            "write_table_file", "activation_hd"]
 
 log = logging.getLogger(__name__)
-CHAR_FORMAT = "systolic-dse-characterization/2"
+CHAR_FORMAT = "systolic-dse-characterization/3"
 TABLE_COLUMNS = ("weight", "activation_hd", "psum_group", "energy_pj")
 
 _HD = np.bitwise_count(np.arange(256)[:, None] ^ np.arange(256)[None, :]).astype(np.int64)
@@ -58,6 +61,7 @@ class MacCharacterization:
     psum_pj: np.ndarray    # float32 (256, msb_bits + 1, 2)
     clock_pj: float
     weight_shift_pj: float
+    mag_pj: np.ndarray | None = None   # float32 (256, psum_bits); None = no correction
     _act_flat: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -67,7 +71,13 @@ class MacCharacterization:
         if self.psum_pj.shape != (256, self.msb_bits + 1, 2):
             raise ValidationError.field(owner, "psum_pj", self.psum_pj.shape,
                                         f"(256, msb_bits + 1 = {self.msb_bits + 1}, 2)")
-        for name in ("act_pj", "psum_pj"):
+        mag = (self.mag_pj if self.mag_pj is not None
+               else np.zeros((256, self.psum_bits), np.float32))
+        object.__setattr__(self, "mag_pj", mag)
+        if mag.shape != (256, self.psum_bits):
+            raise ValidationError.field(owner, "mag_pj", mag.shape,
+                                        f"(256, psum_bits = {self.psum_bits})")
+        for name in ("act_pj", "psum_pj", "mag_pj"):
             value = getattr(self, name)
             if not np.all(np.isfinite(value)):
                 raise ValidationError(f"{owner}.{name}: expected finite energies, found NaN/inf")
@@ -94,17 +104,36 @@ class MacCharacterization:
         return table[:, :, 0] @ changed * hold + table[:, :, 1] @ changed * (1 - hold)
 
     def per_weight_energy(self, act_transitions: np.ndarray, psum_groups: np.ndarray,
-                          psum_unchanged: float = 0.0) -> np.ndarray:
+                          psum_unchanged: float = 0.0,
+                          psum_magnitude: np.ndarray | None = None) -> np.ndarray:
         """Mean energy of one PE cycle for each weight code under these distributions."""
         curve = self.activation_curve(act_transitions).astype(np.float64)
-        return curve + self.psum_curve(act_transitions, psum_groups, psum_unchanged)
+        return curve + self.psum_curve(act_transitions, psum_groups, psum_unchanged) + \
+            self.magnitude_curve(act_transitions, psum_magnitude)
+
+    def magnitude_curve(self, act_transitions: np.ndarray,
+                        psum_magnitude: np.ndarray | None) -> np.ndarray:
+        """P(a' ≠ a) · Σ_b P(bits(p) = b) · mag_pj[w, b] for every w: the correction applies
+        to cycles whose activation changes (when nothing changes, nothing switches)."""
+        assert self.mag_pj is not None
+        if psum_magnitude is None:
+            return np.zeros(256)
+        changes = 1.0 - float(np.trace(act_transitions))
+        return changes * (self.mag_pj.astype(np.float64) @ np.asarray(psum_magnitude))
 
     def energy(self, w: np.ndarray, a: np.ndarray, a_next: np.ndarray, g: np.ndarray,
-               psum_changed: np.ndarray) -> np.ndarray:
+               psum_changed: np.ndarray, p_held: np.ndarray | None = None) -> np.ndarray:
         """Model energy of individual PE cycles."""
         w = np.asarray(w) + 128
         extra = self.psum_pj[w, g, (np.asarray(a) != np.asarray(a_next)).astype(int)]
-        return self.act_pj[w, a, a_next] + np.where(psum_changed, extra, 0.0)
+        base = self.act_pj[w, a, a_next]
+        if p_held is not None:
+            held = np.abs(np.asarray(p_held, dtype=np.int64))
+            bits = np.minimum(np.where(held > 0, np.floor(np.log2(np.maximum(held, 1))) + 1,
+                                       0), self.psum_bits - 1).astype(np.int64)
+            moved = np.asarray(a) != np.asarray(a_next)
+            base = base + np.where(moved, self.mag_pj[w, bits], 0.0)  # type: ignore[index]
+        return base + np.where(psum_changed, extra, 0.0)
 
 
 class CharacterizationCache:
@@ -127,7 +156,7 @@ class CharacterizationCache:
             if header.get("format") != CHAR_FORMAT or header.get("key") != key:
                 raise ValueError("header does not match the entry")
             arrays = {}
-            for name in ("act_pj", "psum_pj"):
+            for name in ("act_pj", "psum_pj", "mag_pj"):
                 file = entry / f"{name}.npy"
                 if _sha256(file) != header["sha256"][name]:
                     raise ValueError(f"{name}.npy checksum mismatch")
@@ -136,7 +165,7 @@ class CharacterizationCache:
                 key=key, description=header["description"], psum_bits=header["psum_bits"],
                 msb_bits=header["msb_bits"], act_pj=arrays["act_pj"],
                 psum_pj=arrays["psum_pj"], clock_pj=header["clock_pj"],
-                weight_shift_pj=header["weight_shift_pj"])
+                weight_shift_pj=header["weight_shift_pj"], mag_pj=arrays["mag_pj"])
         except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError,
                 ValidationError) as exc:
             log.warning("characterisation cache entry %s is corrupt (%s); rebuilding", entry, exc)
@@ -149,7 +178,7 @@ class CharacterizationCache:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         sums = {}
-        for name in ("act_pj", "psum_pj"):
+        for name in ("act_pj", "psum_pj", "mag_pj"):
             file = staging / f"{name}.npy"
             np.save(file, getattr(char, name))
             sums[name] = _sha256(file)

@@ -11,6 +11,9 @@ For each conv/linear layer of an int8 network and an array of ``rows`` rows:
   or all activations above unchanged), which costs no psum switching at all. p is the exact
   partial dot product of the rows above the PE within its fold: folds cut K into chunks of
   ``rows``.
+- ``psum_magnitude[b]``: the probability that the partial sum entering a PE has bit length b
+  (0 for p = 0): small sums flip sign, and with it the adder's sign-extension bits, when the
+  product changes; large ones do not.
 
 Transitions are sampled uniformly (``max_transitions`` activation pairs and ``psum_pixels``
 consecutive-vector pairs for the psums, per layer, spread over the batches) so collecting
@@ -37,7 +40,7 @@ from dse_core.types import LayerSpec, default_psum_bits
 __all__ = ["LayerStats", "NetworkStats", "collect_stats", "psum_group", "STATS_FORMAT"]
 
 log = logging.getLogger(__name__)
-STATS_FORMAT = "systolic-dse-stats/6"
+STATS_FORMAT = "systolic-dse-stats/7"
 PRODUCT_BITS = 16
 
 
@@ -71,9 +74,11 @@ class LayerStats:
     n_act_transitions: int
     n_psum_transitions: int
     psum_unchanged: float = 0.0
+    psum_magnitude: np.ndarray | None = None
     global_act_transitions: np.ndarray | None = field(default=None, repr=False)
     global_psum_groups: np.ndarray | None = field(default=None, repr=False)
     global_psum_unchanged: float | None = field(default=None, repr=False)
+    global_psum_magnitude: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         owner = "LayerStats"
@@ -86,6 +91,10 @@ class LayerStats:
             raise ValidationError.field(owner, "activation_sample",
                                         self.activation_sample.dtype,
                                         "a uint8 array (groups, windows, S, K)")
+        magnitude = (self.psum_magnitude if self.psum_magnitude is not None
+                     else np.eye(self.psum_bits)[0])
+        object.__setattr__(self, "psum_magnitude", magnitude)
+        _probabilities(owner, "psum_magnitude", magnitude, (self.psum_bits,))
         if not 0 <= self.psum_unchanged <= self.psum_groups[0] + 1e-9:
             raise ValidationError.field(owner, "psum_unchanged", self.psum_unchanged,
                                         f"a probability <= psum_groups[0] = {self.psum_groups[0]}")
@@ -122,11 +131,13 @@ class NetworkStats:
         weights = [max(1, s.n_psum_transitions) for s in self.layers.values()]
         unchanged = float(np.average([s.psum_unchanged for s in self.layers.values()],
                                      weights=weights))
+        magnitude = np.average([s.psum_magnitude for s in self.layers.values()], axis=0,
+                               weights=weights)
         acts = acts / acts.sum()
         psums = psums / psums.sum()
         object.__setattr__(self, "layers", {
             name: replace(s, global_act_transitions=acts, global_psum_groups=psums,
-                          global_psum_unchanged=unchanged)
+                          global_psum_unchanged=unchanged, global_psum_magnitude=magnitude)
             for name, s in self.layers.items()})
 
     def check_layers(self, layers: Sequence[LayerSpec]) -> None:
@@ -141,7 +152,8 @@ class NetworkStats:
         arrays: dict[str, np.ndarray] = {}
         layer_meta = []
         for i, (name, s) in enumerate(self.layers.items()):
-            for key in ("act_transitions", "psum_groups", "weight_codes", "activation_sample"):
+            for key in ("act_transitions", "psum_groups", "psum_magnitude", "weight_codes",
+                        "activation_sample"):
                 arrays[f"{i}.{key}"] = getattr(s, key)
             layer_meta.append({"name": name, "rows": s.rows, "psum_bits": s.psum_bits,
                                "msb_bits": s.msb_bits, "n_act": s.n_act_transitions,
@@ -172,6 +184,7 @@ class NetworkStats:
                         msb_bits=lm["msb_bits"],
                         act_transitions=data[f"{i}.act_transitions"],
                         psum_groups=data[f"{i}.psum_groups"],
+                        psum_magnitude=data[f"{i}.psum_magnitude"],
                         weight_codes=data[f"{i}.weight_codes"],
                         activation_sample=data[f"{i}.activation_sample"],
                         n_act_transitions=lm["n_act"], n_psum_transitions=lm["n_psum"],
@@ -311,6 +324,7 @@ class _LayerAccumulator:
         act_counts = torch.bincount(before * 256 + after, minlength=65536).numpy()
         psum_counts = np.zeros(self.msb_bits + 1, dtype=np.int64)
         unchanged = 0
+        magnitude = np.zeros(self.psum_bits, dtype=np.int64)
         rows, k = self.rows, self.spec.gemm_k
         folds = self.weights.shape[1] // rows
         for batch in self.psum_rows:
@@ -327,6 +341,10 @@ class _LayerAccumulator:
                 psum_counts += np.bincount(np.bitwise_count(top[active].numpy()),
                                            minlength=self.msb_bits + 1)
                 unchanged += int((diff[active] == 0).sum())
+                held = np.abs(p_in[0][active].numpy().astype(np.int64))
+                length = np.minimum(np.where(held > 0, np.floor(np.log2(np.maximum(held, 1)))
+                                             + 1, 0), self.psum_bits - 1).astype(np.int64)
+                magnitude += np.bincount(length, minlength=self.psum_bits)
         return LayerStats(
             layer=self.spec.name, rows=self.rows, psum_bits=self.psum_bits,
             msb_bits=self.msb_bits,
@@ -338,7 +356,9 @@ class _LayerAccumulator:
                 torch.cat(self.windows, dim=1)[:, : self.max_windows], quant).numpy(),
             n_act_transitions=int(act_counts.sum()),
             n_psum_transitions=int(psum_counts.sum()),
-            psum_unchanged=unchanged / psum_counts.sum() if psum_counts.sum() else 1.0)
+            psum_unchanged=unchanged / psum_counts.sum() if psum_counts.sum() else 1.0,
+            psum_magnitude=magnitude / magnitude.sum() if magnitude.sum()
+            else np.eye(self.psum_bits)[0])
 
 
 def _quantised(model: Any, layers: Sequence[LayerSpec], example: Any

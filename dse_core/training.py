@@ -119,7 +119,12 @@ def trained_model(registry: Registry, model_ref: str, dataset: str, *, epochs: i
         safe = model_ref.replace(":", "_")
         checkpoint = cache_dir("checkpoints") / f"{safe}-{dataset}-e{epochs}-s{seed}.pt"
         if not Path(checkpoint).exists():
+            import torch
+
             log.info("training %s on %s for %d epochs", model_ref, dataset, epochs)
+            # seed before the weights are initialised, not only before training: the same
+            # seed must give the same network whatever ran earlier in the process
+            torch.manual_seed(seed)
             model, _ = build_model(registry, model_ref, input_shape=splits.input_shape,
                                    num_classes=splits.num_classes)
             acc = train_classifier(model, splits, epochs=epochs, seed=seed, progress=progress)

@@ -25,7 +25,7 @@ from dse_core.characterization import (
 from dse_core.gates import Netlist, lane_energy, simulate_toggles, synthesize_with_yosys
 from dse_core.stats import PRODUCT_BITS, psum_group
 
-FORMAT_VERSION = "gate_level/5"
+FORMAT_VERSION = "gate_level/6"
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def _word_energy(netlist: Netlist, net_pj: np.ndarray, before: dict[str, np.ndar
     return (net_pj @ counts.per_word).reshape(classes, -1).sum(axis=1)
 
 
-def _characterize_weights(job: _Job) -> tuple[np.ndarray, np.ndarray]:
+def _characterize_weights(job: _Job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """act_pj and psum_pj rows of ``job.weights``."""
     nl, tech = job.netlist, job.tech
     net_pj = tech.pj(tech.wire_ff + tech.gate_input_ff * nl.fanout)
@@ -94,6 +94,7 @@ def _characterize_weights(job: _Job) -> tuple[np.ndarray, np.ndarray]:
     limit = (1 << (bits - 1)) - 1
     act = np.empty((len(job.weights), 256, 256), dtype=np.float32)
     psum = np.empty((len(job.weights), groups, 2), dtype=np.float32)
+    mag = np.empty((len(job.weights), bits), dtype=np.float32)
     for i, w_code in enumerate(job.weights):
         rng = np.random.default_rng([job.seed, w_code + 128])
         w = np.full(65536, w_code, dtype=np.int64)
@@ -148,7 +149,24 @@ def _characterize_weights(job: _Job) -> tuple[np.ndarray, np.ndarray]:
                            after["p"]).reshape(2 * n, s).sum(axis=1)
         total = (energy + regs).reshape(2, groups, 2)  # (moved/still, g, c)
         psum[i] = (total[0] - total[1]) / s
-    return act, psum
+        # magnitude correction: held psums of each bit length vs the reference mix, for
+        # activations that change (a psum that holds while a changes is what act_pj measures)
+        x0 = rng.integers(0, 256, bits * s)
+        x1 = x0 ^ rng.integers(1, 256, bits * s)
+        length = np.repeat(np.arange(bits), s)
+        held = np.where(length > 0, np.floor(2.0 ** (length - 1 + rng.random(bits * s))), 0)
+        held = np.minimum(held, limit).astype(np.int64) * np.where(
+            rng.random(bits * s) < 0.5, -1, 1)
+        ref = _reference_psums(rng, bits * s, bits)
+        ws = np.full(2 * bits * s, w_code)
+        xs0, xs1 = np.concatenate([x0, x0]), np.concatenate([x1, x1])
+        ps = np.concatenate([held, ref])
+        energy = _word_energy(nl, net_pj, {"w": ws, "a": xs0, "p": ps},
+                              {"w": ws, "a": xs1, "p": ps}, job.glitches, 2 * bits)
+        regs = register_pj(bits, tech, ws, xs0, xs1, ps, ps).reshape(2 * bits, s).sum(axis=1)
+        total = (energy + regs).reshape(2, bits)
+        mag[i] = (total[0] - total[1].mean()) / s
+    return act, psum, mag
 
 
 def _default_netlist(psum_bits: int) -> Netlist:
@@ -224,19 +242,21 @@ class GateLevelCharacterizer:
                      self.seed, self.samples) for c in chunks]
         act = np.empty((256, 256, 256), dtype=np.float32)
         psum = np.empty((256, self.msb_bits + 1, 2), dtype=np.float32)
+        mag = np.empty((256, self.psum_bits), dtype=np.float32)
         from tqdm import tqdm
 
         bar = tqdm(total=256, desc="characterising PE", unit="weight", disable=not progress)
         with ProcessPoolExecutor(self.workers, initializer=_single_thread) as pool:
-            for job, (a, p) in zip(jobs, pool.map(_characterize_weights, jobs), strict=True):
+            for job, (a, p, g) in zip(jobs, pool.map(_characterize_weights, jobs), strict=True):
                 rows = np.asarray(job.weights) + 128
-                act[rows], psum[rows] = a, p
+                act[rows], psum[rows], mag[rows] = a, p, g
                 bar.update(len(job.weights))
         bar.close()
         clock_bits = 8 + 8 + self.psum_bits
         char = MacCharacterization(
             key=key, psum_bits=self.psum_bits, msb_bits=self.msb_bits, act_pj=act,
-            psum_pj=psum, clock_pj=float(self.tech.pj(self.tech.ff_clock_ff) * clock_bits),
+            psum_pj=psum, mag_pj=mag,
+            clock_pj=float(self.tech.pj(self.tech.ff_clock_ff) * clock_bits),
             # a weight shifting one PE down: on average 4 of its 8 bits toggle (clock apart)
             weight_shift_pj=float(self.tech.pj(4 * self.tech.ff_toggle_ff)),
             description={"source": "gate_level", "netlist": netlist.name,

@@ -61,20 +61,22 @@ class SwitchingEnergy:
         self.name, self.network_wide = name, network_wide
         self._activation_curves: dict[tuple[str, int, int], np.ndarray] = {}
 
-    def _distributions(self, stats: LayerStats) -> tuple[np.ndarray, np.ndarray, float]:
+    def _distributions(self, stats: LayerStats
+                       ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray | None]:
         if self.network_wide:
             assert stats.global_act_transitions is not None
             assert stats.global_psum_groups is not None
             assert stats.global_psum_unchanged is not None
             return (stats.global_act_transitions, stats.global_psum_groups,
-                    stats.global_psum_unchanged)
-        return stats.act_transitions, stats.psum_groups, stats.psum_unchanged
+                    stats.global_psum_unchanged, stats.global_psum_magnitude)
+        return (stats.act_transitions, stats.psum_groups, stats.psum_unchanged,
+                stats.psum_magnitude)
 
     def per_weight_energy(self, layer: LayerSpec, stats: Any = None,
                           characterization: Any = None) -> np.ndarray:
         """pJ of one streamed cycle of a busy PE holding each code (index code + 128)."""
         _check(self.name, layer, None, stats, characterization)
-        acts, psums, unchanged = self._distributions(stats)
+        acts, psums, unchanged, magnitude = self._distributions(stats)
         # The activation part depends on the data only, not on the array: cache it per
         # distribution so a search over array shapes pays it once per layer.
         key = (characterization.key, id(acts), id(characterization))
@@ -82,7 +84,8 @@ class SwitchingEnergy:
         if curve is None:
             curve = characterization.activation_curve(acts).astype(np.float64)
             self._activation_curves[key] = curve
-        return curve + characterization.psum_curve(acts, psums, unchanged)
+        return (curve + characterization.psum_curve(acts, psums, unchanged)
+                + characterization.magnitude_curve(acts, magnitude))
 
     def layer_energy(self, layer: LayerSpec, mapping: LayerMapping,
                      codes: np.ndarray | None = None, stats: Any = None,

@@ -81,3 +81,15 @@ def test_weight_and_activation_quantisation():
     assert q.zero_point == 64 and q.scale == pytest.approx(4 / 255)
     relu = ActivationQuant.from_range(0.0, 6.0)
     assert relu.zero_point == 0
+
+
+def test_training_is_reproducible_whatever_ran_before(registry, tmp_path, monkeypatch):
+    from dse_core.training import trained_model
+
+    weights = []
+    for noise in (0, 1):
+        monkeypatch.setenv("DSE_CACHE_DIR", str(tmp_path / f"c{noise}"))
+        torch.rand(1000 * noise + 1)  # consume the global generator differently
+        model, _, _ = trained_model(registry, "lenet5", "digits", epochs=1, progress=False)
+        weights.append(model[0].weight.detach().clone())
+    assert torch.equal(weights[0], weights[1])

@@ -66,6 +66,7 @@ def test_statistics_of_a_known_stream():
     # row 0, the PE of row 0 sees 0. Count groups by brute force.
     expected = np.zeros(7)
     unchanged = 0
+    lengths = np.zeros(17)
     for m in range(3):
         for fold in range(2):
             for n in range(2):
@@ -75,9 +76,11 @@ def test_statistics_of_a_known_stream():
                              for i in range(r))
                     expected[psum_group(np.array([p0]), np.array([p1]), 17, 1)[0]] += 1
                     unchanged += p0 == p1
+                    lengths[min(16, abs(int(p0)).bit_length())] += 1
     assert st.psum_bits == 17 and st.msb_bits == 1
     assert st.psum_groups == pytest.approx(expected[:2] / expected.sum())
     assert st.psum_unchanged == pytest.approx(unchanged / expected.sum())
+    assert st.psum_magnitude == pytest.approx(lengths / lengths.sum())
     assert all(window.tolist() == xs.tolist() for window in st.activation_sample[0])
 
 
