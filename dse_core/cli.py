@@ -199,7 +199,7 @@ def map_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
               help="Trained weights (from `dse train`) instead of the cached training run.")
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True,
               help="Training epochs when no checkpoint is cached.")
-@click.option("--calibration-images", type=click.IntRange(min=2), default=256,
+@click.option("--calibration-images", type=click.IntRange(min=2), default=1024,
               show_default=True, help="Images the statistics are collected on.")
 @click.option("--stats", "stats_file", type=click.Path(dir_okay=False),
               help="Statistics file (from `dse stats`) instead of collecting them.")
@@ -358,7 +358,7 @@ def characterize_cmd(ctx: click.Context, rtl: str | None, top: str, table: str |
               help="Array rows (the psum statistics depend on the fold height).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False))
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--calibration-images", type=click.IntRange(min=2), default=256,
+@click.option("--calibration-images", type=click.IntRange(min=2), default=1024,
               show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Also save the statistics to this file (for --stats).")

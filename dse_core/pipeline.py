@@ -52,7 +52,7 @@ def characterize(registry: Registry, array: ArrayConfig, *, characterizer: str =
 def switching_inputs(
     registry: Registry, model_ref: str, dataset: str, array: ArrayConfig, *,
     checkpoint: str | None = None, epochs: int = 5, seed: int = 0,
-    calibration_images: int = 256, batch_size: int = 64, stats_file: str | None = None,
+    calibration_images: int = 1024, batch_size: int = 64, stats_file: str | None = None,
     characterizer: str = DEFAULT_CHARACTERIZER, characterizer_options: dict[str, Any] | None
     = None, progress: bool = False,
 ) -> SwitchingInputs:

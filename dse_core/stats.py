@@ -40,7 +40,7 @@ from dse_core.types import LayerSpec, default_psum_bits
 __all__ = ["LayerStats", "NetworkStats", "collect_stats", "psum_group", "STATS_FORMAT"]
 
 log = logging.getLogger(__name__)
-STATS_FORMAT = "systolic-dse-stats/7"
+STATS_FORMAT = "systolic-dse-stats/8"
 PRODUCT_BITS = 16
 
 
@@ -327,24 +327,25 @@ class _LayerAccumulator:
         magnitude = np.zeros(self.psum_bits, dtype=np.int64)
         rows, k = self.rows, self.spec.gemm_k
         folds = self.weights.shape[1] // rows
-        for batch in self.psum_rows:
-            codes = activation_codes(batch, quant).to(torch.int32)  # (groups, 2, P, K)
-            for group in range(self.spec.groups):
-                a = torch.zeros(2, codes.shape[2], folds * rows, dtype=torch.int32)
-                a[:, :, :k] = codes[group]
-                prod = a[..., None] * self.weights[group]                 # (2, P, Kp, N)
-                prod = prod.reshape(2, codes.shape[2], folds, rows, -1)
-                p_in = torch.cumsum(prod, dim=3) - prod                    # rows above only
-                diff = p_in[0] ^ p_in[1]
-                active = self.active_row[None, :, :, None].expand_as(diff)
-                top = (diff >> (self.psum_bits - self.msb_bits)) & ((1 << self.msb_bits) - 1)
-                psum_counts += np.bincount(np.bitwise_count(top[active].numpy()),
-                                           minlength=self.msb_bits + 1)
-                unchanged += int((diff[active] == 0).sum())
-                held = np.abs(p_in[0][active].numpy().astype(np.int64))
-                length = np.minimum(np.where(held > 0, np.floor(np.log2(np.maximum(held, 1)))
-                                             + 1, 0), self.psum_bits - 1).astype(np.int64)
-                magnitude += np.bincount(length, minlength=self.psum_bits)
+        # all sampled vector pairs of all batches at once: (groups, 2, P, K)
+        codes = activation_codes(torch.cat(self.psum_rows, dim=2), quant).to(torch.int32)
+        pairs = codes.shape[2]
+        for group in range(self.spec.groups):
+            a = torch.zeros(2, pairs, folds * rows, dtype=torch.int32)
+            a[:, :, :k] = codes[group]
+            prod = a[..., None] * self.weights[group]                     # (2, P, Kp, N)
+            prod = prod.reshape(2, pairs, folds, rows, -1)
+            p_in = torch.cumsum(prod, dim=3) - prod                        # rows above only
+            # busy PEs are exactly the first K of the padded rows: slice, don't mask
+            p_in = p_in.reshape(2, pairs, folds * rows, -1)[:, :, :k]
+            held, moved = p_in[0].numpy().ravel(), p_in[1].numpy().ravel()
+            diff = held ^ moved
+            top = (diff >> (self.psum_bits - self.msb_bits)) & ((1 << self.msb_bits) - 1)
+            psum_counts += np.bincount(np.bitwise_count(top), minlength=self.msb_bits + 1)
+            unchanged += int(np.count_nonzero(diff == 0))
+            length = np.minimum(np.frexp(np.abs(held).astype(np.float64))[1],
+                                self.psum_bits - 1)  # bit length of |p|, 0 for p = 0
+            magnitude += np.bincount(length, minlength=self.psum_bits)
         return LayerStats(
             layer=self.spec.name, rows=self.rows, psum_bits=self.psum_bits,
             msb_bits=self.msb_bits,
@@ -384,7 +385,7 @@ def network_fingerprint(model: Any, layers: Sequence[LayerSpec], example: Any) -
 def collect_stats(
     model: Any, layers: Sequence[LayerSpec], batches: Sequence[Any], *, rows: int,
     psum_bits: int | None = None, msb_bits: int | None = None,
-    max_transitions: int = 1 << 16, psum_pixels: int = 64, sample_pixels: int = 9,
+    max_transitions: int = 1 << 16, psum_pixels: int = 32, sample_pixels: int = 9,
     sample_windows: int = 1024, sample_bytes: int = 1 << 20,
     seed: int = 0, meta: Mapping[str, Any] | None = None,
 ) -> NetworkStats:
