@@ -20,16 +20,16 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from dse_core import ArrayConfig, get_registry, instantiate
+from dse_core.characterization import register_pj
 from dse_core.gates import simulate_toggles
 from dse_core.pipeline import switching_inputs
-from plugins.characterizers import Technology, register_pj
 
 
 def exact_curve(exact, layer, mapping, stats, char, transitions: int, seed: int) -> np.ndarray:
     """Mean netlist energy of one busy PE-cycle of the layer for every code (256,)."""
     netlist = exact._netlist(char)
-    tech = Technology(**char.description["technology"])
-    net_pj = tech.pj(tech.wire_ff + tech.gate_input_ff * netlist.fanout)
+    tech = char.technology()
+    net_pj = tech.net_pj(netlist)
     rng = np.random.default_rng(seed)
     tiles = list(mapping.tiles())
     rows, cols = mapping.array.rows, mapping.array.cols

@@ -10,41 +10,23 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from dse_core import CharacterizerPlugin, DseError, hookimpl
-from dse_core.cache import content_hash
+from dse_core.cache import atomic_write, cache_dir, content_hash
 from dse_core.characterization import (
     CharacterizationCache,
     MacCharacterization,
+    Technology,
     activation_hd,
     read_table_file,
+    register_pj,
 )
 from dse_core.gates import Netlist, lane_energy, simulate_toggles, synthesize_with_yosys
 from dse_core.stats import PRODUCT_BITS, psum_group
 
-FORMAT_VERSION = "gate_level/6"
-
-
-@dataclass(frozen=True)
-class Technology:
-    """Switched capacitance per net = wire_ff + fanout x gate_input_ff; energy = C·V²/2.
-
-    ``vdd`` is calibrated so that the default PE (22-bit psum) spends 0.27 pJ per cycle on
-    uniformly random operands: Horowitz (ISSCC 2014, 45 nm) gives 0.2 pJ for an 8-bit multiply
-    and 0.03 / 0.1 pJ for an 8- / 32-bit add, so ~0.07 pJ for 22 bits. Flip-flops: a data
-    toggle switches ``ff_toggle_ff`` and every clock cycle ``ff_clock_ff`` per bit."""
-
-    wire_ff: float = 0.5
-    gate_input_ff: float = 1.0
-    vdd: float = 0.7635
-    ff_toggle_ff: float = 6.0
-    ff_clock_ff: float = 2.0
-
-    def pj(self, capacitance_ff: Any) -> Any:
-        return np.asarray(capacitance_ff) * self.vdd ** 2 / 2 * 1e-3
+FORMAT_VERSION = "gate_level/7"
 
 
 def _reference_psums(rng: np.random.Generator, n: int, psum_bits: int) -> np.ndarray:
@@ -65,15 +47,6 @@ class _Job:
     tech: Technology
     seed: int
     samples: int
-
-
-def register_pj(psum_bits: int, tech: Technology, w: np.ndarray, a0: np.ndarray,
-                a1: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
-    """Data-toggle energy of the PE's activation and psum output registers per cycle."""
-    mask = (1 << psum_bits) - 1
-    s0, s1 = (p0 + w * a0) & mask, (p1 + w * a1) & mask
-    toggles = np.bitwise_count(a0 ^ a1) + np.bitwise_count(s0 ^ s1)
-    return tech.pj(tech.ff_toggle_ff) * toggles
 
 
 def _word_energy(netlist: Netlist, net_pj: np.ndarray, before: dict[str, np.ndarray],
@@ -169,12 +142,29 @@ def _characterize_weights(job: _Job) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return act, psum, mag
 
 
-def _default_netlist(psum_bits: int) -> Netlist:
+def _netlist_file(rtl: Path, top: str, params: dict[str, int], psum_bits: int,
+                  origin: str) -> Path:
+    """Synthesise once into the cache, content-addressed: the characterisation and the
+    ``exact`` model then read the same netlist file. Only a netlist that meets the PE
+    contract is kept; a failed synthesis or wrong ports leave nothing behind."""
+    key = content_hash(rtl.read_bytes(), top, json.dumps(params, sort_keys=True))
+    path = cache_dir("netlists") / f"{key}.json"
+    if not path.exists():
+        def synthesize(tmp: Path) -> None:
+            netlist = synthesize_with_yosys(rtl, top, params, json_out=tmp)
+            check_pe_contract(netlist, psum_bits, origin)
+
+        atomic_write(path, synthesize)
+    return path
+
+
+def _default_netlist_file(psum_bits: int) -> Path:
     rtl = resources.files("plugins") / "rtl"
     shipped = Path(str(rtl / f"pe_mac_p{psum_bits}.json"))
     if shipped.is_file():
-        return Netlist.from_yosys_json(shipped, "pe_mac")
-    return synthesize_with_yosys(Path(str(rtl / "pe.v")), "pe_mac", {"P_BITS": psum_bits})
+        return shipped
+    return _netlist_file(Path(str(rtl / "pe.v")), "pe_mac", {"P_BITS": psum_bits}, psum_bits,
+                         "default PE")
 
 
 def check_pe_contract(netlist: Netlist, psum_bits: int, origin: str) -> None:
@@ -206,20 +196,23 @@ class GateLevelCharacterizer:
         self.tech = Technology()
         self.cache = cache or CharacterizationCache()
 
-    def netlist(self) -> Netlist:
+    def netlist_file(self) -> Path:
         if self.rtl is None:
-            netlist = _default_netlist(self.psum_bits)
-            origin = "default PE"
-        else:
-            # A P_BITS parameter, if the module has one, sets the psum width; otherwise the
-            # ports must already have it (checked below).
-            try:
-                text = Path(self.rtl).read_text(errors="replace")
-            except OSError as exc:
-                raise DseError(f"{self.rtl}: cannot read ({exc.strerror or exc})") from exc
-            params = {"P_BITS": self.psum_bits} if "P_BITS" in text else {}
-            netlist = synthesize_with_yosys(self.rtl, self.top, params)
-            origin = f"{self.rtl} ({self.top})"
+            return _default_netlist_file(self.psum_bits)
+        # A P_BITS parameter, if the module has one, sets the psum width; otherwise the
+        # ports must already have it (checked in netlist()).
+        try:
+            text = Path(self.rtl).read_text(errors="replace")
+        except OSError as exc:
+            raise DseError(f"{self.rtl}: cannot read ({exc.strerror or exc})") from exc
+        params = {"P_BITS": self.psum_bits} if "P_BITS" in text else {}
+        return _netlist_file(Path(self.rtl), self.top, params, self.psum_bits,
+                             f"{self.rtl} ({self.top})")
+
+    def netlist(self) -> Netlist:
+        netlist = Netlist.from_yosys_json(self.netlist_file(),
+                                          self.top if self.rtl else "pe_mac")
+        origin = "default PE" if self.rtl is None else f"{self.rtl} ({self.top})"
         check_pe_contract(netlist, self.psum_bits, origin)
         return netlist
 
@@ -260,6 +253,7 @@ class GateLevelCharacterizer:
             # a weight shifting one PE down: on average 4 of its 8 bits toggle (clock apart)
             weight_shift_pj=float(self.tech.pj(4 * self.tech.ff_toggle_ff)),
             description={"source": "gate_level", "netlist": netlist.name,
+                         "netlist_json": str(self.netlist_file()),
                          "rtl": self.rtl or "default PE (plugins/rtl/pe.v)",
                          "gates": netlist.n_gates, "depth": netlist.depth,
                          "glitches": self.glitches, "samples": self.samples,

@@ -119,17 +119,8 @@ class ExactEnergy:
         self._netlists: dict[str, Any] = {}
 
     def _netlist(self, char: MacCharacterization) -> Any:
-        from plugins.characterizers import GateLevelCharacterizer
-
-        if char.description.get("source") != "gate_level":
-            raise DseError("energy model 'exact' replays a gate-level netlist; the "
-                           "characterisation came from a table file")
         if char.key not in self._netlists:
-            rtl = char.description.get("rtl")
-            rtl = None if rtl is None or str(rtl).startswith("default PE") else rtl
-            self._netlists[char.key] = GateLevelCharacterizer(
-                rtl=rtl, top=char.description.get("netlist", "pe_mac"),
-                psum_bits=char.psum_bits).netlist()
+            self._netlists[char.key] = char.netlist()
         return self._netlists[char.key]
 
     def per_weight_energy(self, layer: LayerSpec, stats: Any = None,
@@ -143,13 +134,13 @@ class ExactEnergy:
         busy PE-cycles, and the weight code of the PE of each replayed cycle. All recorded
         windows are replayed; when they hold more than ``max_pe_cycles`` busy PE-cycles, a
         uniform random subset of them is (spread over windows, not concentrated in a few)."""
+        from dse_core.characterization import register_pj
         from dse_core.gates import simulate_toggles
-        from plugins.characterizers import Technology, register_pj
 
         _check("exact", layer, mapping, stats, char)
         netlist = self._netlist(char)
-        tech = Technology(**char.description["technology"])
-        net_pj = tech.pj(tech.wire_ff + tech.gate_input_ff * netlist.fanout)
+        tech = char.technology()
+        net_pj = tech.net_pj(netlist)
         tiles = list(mapping.tiles())
         picks = np.unique(np.linspace(0, len(tiles) - 1, min(self.sample_folds, len(tiles)))
                           .round().astype(int))

@@ -40,14 +40,13 @@ def test_weight_zero_is_cheapest_and_all_ones_costliest(characterization):
     assert curve.mean() == pytest.approx(0.27, rel=0.05)
 
 
-def test_decomposition_matches_the_netlist_on_random_transitions(registry, characterization):
+def test_decomposition_matches_the_netlist_on_random_transitions(characterization):
     """e(w, a→a', p→p') ≈ act_pj + psum_pj, checked against unit-delay simulation of the same
     transitions: the aggregate over 8,192 transitions of ReLU-like data agrees within 6 %."""
-    from plugins.characterizers import Technology, register_pj
+    from dse_core.characterization import register_pj
 
-    gate_level = instantiate(registry.get("characterizer", "gate_level"))
-    netlist = gate_level.netlist()
-    tech = Technology()
+    netlist = characterization.netlist()
+    tech = characterization.technology()
     rng = np.random.default_rng(3)
     n = 8192
     w = rng.integers(-127, 128, n)
@@ -57,7 +56,7 @@ def test_decomposition_matches_the_netlist_on_random_transitions(registry, chara
     p0 = rng.integers(-3000, 3000, n)
     p1 = p0 + rng.integers(-800, 800, n)
     toggles = simulate_toggles(netlist, {"w": w, "a": a0, "p": p0}, {"w": w, "a": a1, "p": p1})
-    net_pj = tech.pj(tech.wire_ff + tech.gate_input_ff * netlist.fanout)
+    net_pj = tech.net_pj(netlist)
     exact = toggles.per_net @ net_pj + register_pj(22, tech, w, a0, a1, p0, p1).sum()
     groups = psum_group(p0, p1, 22, 6)
     model = characterization.energy(w, a0, a1, groups, p0 != p1, p_held=p0).sum()
@@ -114,6 +113,15 @@ def test_second_characterization_comes_from_the_cache(registry, characterization
     assert np.array_equal(again.psum_pj, characterization.psum_pj)
 
 
+def test_table_file_has_no_netlist(tmp_path, characterization):
+    path = write_table_file(characterization, tmp_path / "table.csv")
+    table = read_table_file(path, psum_bits=22, msb_bits=6, clock_pj=0.02,
+                            weight_shift_pj=0.01)
+    with pytest.raises(DseError, match="has no netlist: it came from a table file"):
+        table.netlist()
+    assert characterization.netlist().n_gates == 481
+
+
 def test_table_file_round_trip(tmp_path, characterization):
     path = write_table_file(characterization, tmp_path / "table.csv")
     assert sum(1 for _ in path.open()) == 1 + 256 * 9 * 7
@@ -154,18 +162,21 @@ def test_bad_table_files(tmp_path, characterization, edit, message):
 
 @pytest.mark.skipif(__import__("shutil").which("yosys") is None, reason="yosys not installed")
 def test_user_rtl_with_the_wrong_ports_is_refused(tmp_path):
+    from dse_core.cache import cache_dir
     from plugins.characterizers import GateLevelCharacterizer
 
     rtl = tmp_path / "pe.v"
     rtl.write_text("module my_pe(input [7:0] w, input [7:0] a, input [15:0] p, "
                    "output [15:0] sum); assign sum = p + w * a; endmodule\n")
     cache = CharacterizationCache(tmp_path / "cache")
+    netlists = set(cache_dir("netlists").iterdir())
     with pytest.raises(DseError, match=r"do not match the PE contract.*p\[22\]"):
         GateLevelCharacterizer(rtl=str(rtl), top="my_pe", cache=cache).characterize()
     rtl.write_text("module my_pe(input a; endmodule\n")
     with pytest.raises(DseError, match="yosys rejected"):
         GateLevelCharacterizer(rtl=str(rtl), top="my_pe", cache=cache).characterize()
     assert empty(tmp_path / "cache")
+    assert set(cache_dir("netlists").iterdir()) == netlists  # no netlist kept either
 
 
 def test_characterizer_options_are_validated():
