@@ -436,6 +436,15 @@ def scalesim_cmd(ctx: click.Context, topology: str, config_path: str, report_pat
         ctx.exit(1)
 
 
+def _add_commands() -> None:
+    from dse_core.cli_compress import compress_cmd
+
+    cli.add_command(compress_cmd)
+
+
+_add_commands()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``dse`` console script."""
     try:
