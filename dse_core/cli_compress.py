@@ -66,8 +66,11 @@ def compress_cmd(ctx: click.Context, study_file: str, overrides: Sequence[str],
         "mac_energy_pj": result.compressed_mac_pj})
     doc = result.to_json()
     doc["model_file"] = str(model_path)
-    report_path = atomic_write(out / "report.json",
-                               lambda tmp: tmp.write_text(json.dumps(doc, indent=2)))
+
+    def write_report(tmp: Path) -> None:
+        tmp.write_text(json.dumps(doc, indent=2))
+
+    report_path = atomic_write(out / "report.json", write_report)
     rows, total = result_rows(result)
     meta = {"study": study.name, "report": str(report_path), "model": str(model_path)}
     click.echo(render(rows, fmt, total=total, meta={**meta, **{

@@ -53,7 +53,17 @@ def _layer_class() -> Any:
     class QuantLayer(nn.Module):
         """A Conv2d or Linear with int8 weights restricted to an allowed set."""
 
-        def __init__(self, source: nn.Module) -> None:
+        # buffers and conv geometry, typed loosely: torch's stubs type them as Tensor | Module
+        table: Any
+        act_scale: Any
+        act_zero_point: Any
+        weight_scale_fixed: Any
+        stride: Any
+        padding: Any
+        dilation: Any
+        groups: Any
+
+        def __init__(self, source: Any) -> None:
             super().__init__()
             self.is_conv = isinstance(source, nn.Conv2d)
             self.weight = nn.Parameter(source.weight.detach().clone())

@@ -31,7 +31,8 @@ def _epochs(owner: str, name: str, value: float) -> float:
 
 
 class EnergyPrioritized:
-    """Rank layers by energy; tighten the top layer that is not frozen one ladder step, fine-tune ``fine_tune_epochs``, keep the step if accuracy stays
+    """Rank layers by energy; tighten the top layer that is not frozen one ladder step,
+    fine-tune ``fine_tune_epochs``, keep the step if accuracy stays
     within the budget, else revert and freeze that layer; repeat until every layer is frozen
     or at the ladder's end (or ``max_steps``). High-energy layers therefore end up with the
     smallest sets. Layers below ``min_share`` of the energy are left alone (not worth the

@@ -39,7 +39,7 @@ class LowestEnergy:
         codes = _CODES[1:]
         order = np.lexsort((codes, np.abs(codes), energy))
         chosen = [0] + [int(c) for c in codes[order] if c != 0][:request.n_levels - 1]
-        return AllowedSet(request.layer, chosen)
+        return AllowedSet(request.layer, tuple(chosen))
 
 
 class EnergyAccuracy:
@@ -88,8 +88,9 @@ class EnergyAccuracy:
 
         def owns(v: int) -> np.ndarray:
             """Raw codes projected to v now: nearest remaining code, ties toward zero."""
-            lo = left[v] if left[v] is not None else 0
-            hi = right[v] if right[v] is not None else 255
+            lo, hi = left[v], right[v]
+            lo = 0 if lo is None else lo
+            hi = 255 if hi is None else hi
             r = np.arange(lo, hi + 1)
             table = projection_table([c - 128 for c in (left[v], v, right[v])
                                       if c is not None])
@@ -130,7 +131,7 @@ class EnergyAccuracy:
             for n in (lo, hi):
                 if n is not None:
                     scores[n] = score(n)
-        return AllowedSet(request.layer, [c - 128 for c in scores])
+        return AllowedSet(request.layer, tuple(c - 128 for c in scores))
 
 
 @hookimpl

@@ -1,0 +1,141 @@
+"""The paper's comparison (docs/results.md): every method x accuracy budget x seed on one
+study file, one JSON line per run, then a summary table (mean ± std) and an energy-vs-accuracy
+plot.
+
+    python benchmarks/experiment.py run studies/lenet5_mnist5k.toml -o results/exp-lenet5.jsonl \
+        --budgets 1 2 3 --seeds 0 1 2
+    python benchmarks/experiment.py summary results/exp-lenet5.jsonl --plot results/lenet5.png
+
+Runs already in the output file are skipped, so an interrupted experiment resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+# name -> (guiding energy model, selection policy, scheduler)
+METHODS = {
+    "paper": ("msb_hamming", "energy_accuracy", "energy_prioritized"),
+    "powerpruning": ("global_activation", "lowest_energy", "uniform"),
+    "paper-global-stats": ("global_activation", "energy_accuracy", "energy_prioritized"),
+    "paper-lowest-energy": ("msb_hamming", "lowest_energy", "energy_prioritized"),
+    "paper-uniform": ("msb_hamming", "energy_accuracy", "uniform"),
+}
+
+
+def run(args: argparse.Namespace) -> None:
+    import torch
+
+    from dse_core.compress import run_compression
+    from dse_core.plugins import get_registry
+    from dse_core.study import load_study
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = set()
+    if out.exists():
+        for line in out.read_text().splitlines():
+            r = json.loads(line)
+            done.add((r["method"], r["budget"], r["seed"]))
+    registry = get_registry()
+    for seed in args.seeds:
+        for budget in args.budgets:
+            for method in args.methods:
+                if (method, budget, seed) in done:
+                    continue
+                guide, policy, scheduler = METHODS[method]
+                study = load_study(args.study, [
+                    f"seed={seed}", f"compression.accuracy_budget_pct={budget}",
+                    f'energy.model="{guide}"', f'compression.policy="{policy}"',
+                    f'compression.scheduler="{scheduler}"', *args.set])
+                started = time.perf_counter()
+                result, _, _ = run_compression(registry, study)
+                doc = result.to_json()
+                row = {"method": method, "budget": budget, "seed": seed,
+                       "wall_s": time.perf_counter() - started,
+                       **{k: doc[k] for k in (
+                           "float_accuracy", "baseline_accuracy", "compressed_accuracy",
+                           "accuracy_drop", "baseline_mac_pj", "compressed_mac_pj",
+                           "mac_reduction_pct", "total_reduction_pct",
+                           "baseline_tune_accuracy", "compressed_tune_accuracy")},
+                       "n_levels": {lc["layer"]: lc["n_levels"] for lc in doc["layers"]},
+                       "overrides": args.set}
+                with out.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(f"{method:20s} budget {budget}% seed {seed}: "
+                      f"-{row['mac_reduction_pct']:.1f} % MAC energy, drop "
+                      f"{row['accuracy_drop']:.2f}, {row['wall_s']:.0f} s", flush=True)
+
+
+def _mean_sd(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def summary(args: argparse.Namespace) -> None:
+    rows = [json.loads(line) for path in args.results
+            for line in Path(path).read_text().splitlines()]
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["budget"]), []).append(r)
+    print("| method | budget % | runs | MAC energy reduction % | accuracy drop (points) | "
+          "wall s |")
+    print("|---|---|---|---|---|---|")
+    baselines = {r["seed"]: r for r in rows}
+    base_acc = [r["baseline_accuracy"] for r in baselines.values()]
+    print(f"| int8 baseline | - | {len(base_acc)} | 0 | accuracy {_mean_sd(base_acc)} % | - |")
+    for (method, budget), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        print(f"| {method} | {budget:g} | {len(rs)} | "
+              f"{_mean_sd([r['mac_reduction_pct'] for r in rs])} | "
+              f"{_mean_sd([r['accuracy_drop'] for r in rs])} | "
+              f"{_mean_sd([r['wall_s'] for r in rs])} |")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        for method in METHODS:
+            pts = [r for r in rows if r["method"] == method]
+            if pts:
+                ax.scatter([r["accuracy_drop"] for r in pts],
+                           [r["mac_reduction_pct"] for r in pts], label=method, alpha=0.75)
+        ax.set_xlabel("accuracy drop vs int8 baseline (points, validation split)")
+        ax.set_ylabel("MAC switching energy reduction (%)")
+        ax.axvline(0, color="grey", lw=0.5)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(args.title or "energy vs accuracy per method")
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=120)
+        print(f"plot: {args.plot}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run")
+    p.add_argument("study")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--budgets", nargs="+", type=float, default=[1.0, 2.0, 3.0])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--set", nargs="*", default=[], help="extra study overrides")
+    p.add_argument("--threads", type=int, default=1)
+    s = sub.add_parser("summary")
+    s.add_argument("results", nargs="+")
+    s.add_argument("--plot")
+    s.add_argument("--title")
+    args = parser.parse_args()
+    {"run": run, "summary": summary}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
