@@ -95,8 +95,10 @@ def _layer_class() -> Any:
         def weight_codes(self) -> Any:
             """Projected int8 codes (as float tensor of integers) and the per-channel scale."""
             scale = self.weight_scale()
-            raw = torch.clamp(torch.round(self.weight.detach() / scale), -127, 127).long()
-            return self.table[raw + 128].to(self.weight.dtype), scale
+            raw = torch.clamp(torch.round(self.weight.detach() / scale), -127, 127)
+            if self.allowed is FULL_CODES:  # plain int8: nothing to project
+                return raw, scale
+            return self.table[raw.long() + 128].to(self.weight.dtype), scale
 
         def activation_int(self, x: Any) -> Any:
             """``code - zero_point`` as a float tensor of integers."""
@@ -104,7 +106,8 @@ def _layer_class() -> Any:
             return torch.clamp(torch.round(x / s) + zp, 0, 255) - zp
 
         def set_allowed(self, codes: Iterable[int]) -> None:
-            self.allowed = tuple(sorted(set(int(c) for c in codes)))
+            allowed = tuple(sorted(set(int(c) for c in codes)))
+            self.allowed = FULL_CODES if allowed == FULL_CODES else allowed
             self.table.copy_(torch.from_numpy(projection_table(self.allowed)))
 
         def _op(self, x: Any, w: Any) -> Any:

@@ -4,11 +4,11 @@ import dse_core
 def test_public_api_is_pinned():
     assert sorted(dse_core.__all__) == sorted([
         "AllowedSet", "ArrayConfig", "ArrayMapping", "CharacterizerPlugin", "CommandPlugin",
-        "CompressionPlan", "DatasetPlugin", "DseError", "EnergyModel", "EnergyModelPlugin",
-        "FoldTile", "LayerEnergy", "LayerMapping", "LayerSpec", "MappingPlugin", "ModelPlugin",
+        "CompressionPlan", "CompressionSession", "DatasetPlugin", "DseError", "EnergyModel", "EnergyModelPlugin",
+        "FoldTile", "Knob", "LayerEnergy", "LayerMapping", "LayerScheduler", "LayerSpec", "MappingPlugin", "ModelPlugin",
         "NetworkEnergy", "NetworkEvaluation", "PluginConflictError", "PluginRecord",
-        "Registry", "SchedulerPlugin", "SelectorPlugin", "UnknownPluginError",
-        "ValidationError", "__version__", "build_registry", "evaluate_network",
+        "Registry", "SchedulerPlugin", "SelectionRequest", "SelectorPlugin",
+        "UnknownPluginError", "ValidationError", "WeightSelector", "__version__", "build_registry", "evaluate_network",
         "get_registry", "hookimpl", "instantiate", "layers_from_module", "load_workload",
         "map_network",
     ])
