@@ -365,7 +365,13 @@ def run_compression(registry: Registry, study: CompressStudy, *, progress: bool 
                    f"{float_acc:.2f} %), tune accuracy {session.baseline_accuracy:.2f} %",
                    err=True)
     plan = scheduler.run(session)
+    before_final = session.snapshot()
     session.fine_tune(study.training.final_epochs)
+    final_tune = session.accuracy()
+    if not session.within_budget(final_tune):  # fine-tuning can diverge: keep the last good
+        session.log_step(step="final", layer="*", n_levels=None, accuracy=final_tune,
+                         accepted=False)
+        session.restore(before_final)
     codes = net.codes()
     before, after = report.mac_pj(base_codes), report.mac_pj(codes)
     total_before = sum(before.values()) or 1.0

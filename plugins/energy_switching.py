@@ -59,7 +59,7 @@ class SwitchingEnergy:
 
     def __init__(self, name: str, network_wide: bool) -> None:
         self.name, self.network_wide = name, network_wide
-        self._activation_curves: dict[tuple[str, int, int], np.ndarray] = {}
+        self._activation_curves: dict[tuple[str, int, int], tuple[Any, Any, np.ndarray]] = {}
 
     def _distributions(self, stats: LayerStats
                        ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray | None]:
@@ -79,11 +79,14 @@ class SwitchingEnergy:
         acts, psums, unchanged, magnitude = self._distributions(stats)
         # The activation part depends on the data only, not on the array: cache it per
         # distribution so a search over array shapes pays it once per layer.
+        # keyed by identity, and the arrays are kept so an id is never reused by another one
         key = (characterization.key, id(acts), id(characterization))
-        curve = self._activation_curves.get(key)
-        if curve is None:
+        cached = self._activation_curves.get(key)
+        if cached is not None and cached[0] is acts and cached[1] is characterization:
+            curve = cached[2]
+        else:
             curve = characterization.activation_curve(acts).astype(np.float64)
-            self._activation_curves[key] = curve
+            self._activation_curves[key] = (acts, characterization, curve)
         return (curve + characterization.psum_curve(acts, psums, unchanged)
                 + characterization.magnitude_curve(acts, magnitude))
 
