@@ -438,8 +438,11 @@ def scalesim_cmd(ctx: click.Context, topology: str, config_path: str, report_pat
 
 def _add_commands() -> None:
     from dse_core.cli_compress import compress_cmd
+    from dse_core.cli_search import COMMANDS
 
     cli.add_command(compress_cmd)
+    for command in COMMANDS:
+        cli.add_command(command)
 
 
 _add_commands()

@@ -24,7 +24,7 @@ from dse_core.study import CompressStudy
 from dse_core.types import ArrayConfig, CompressionPlan, LayerMapping, LayerSpec
 
 __all__ = ["LayerCompression", "CompressionResult", "Session", "run_compression",
-           "module_name", "resolve_device"]
+           "module_name", "resolve_device", "train_epochs"]
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,37 @@ class _EnergyView:
             for layer, m in zip(self.layers, self.mappings, strict=True))
 
 
+def _batches(fit: tuple[Any, Any], epochs: float, batch_size: int, seed: int, device: str
+             ) -> Any:
+    """``epochs`` (a fraction is fine) of shuffled mini-batches, deterministic per seed."""
+    import torch
+
+    x, y = fit
+    count = math.ceil(epochs * len(y) / batch_size)
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.cat([torch.randperm(len(y), generator=gen)
+                       for _ in range(math.ceil(count * batch_size / len(y)) or 1)])
+    for i in range(count):
+        idx = order[i * batch_size:(i + 1) * batch_size]
+        yield x[idx].to(device), y[idx].to(device)
+
+
+def train_epochs(model: Any, fit: tuple[Any, Any], *, epochs: float, lr: float,
+                 batch_size: int, seed: int, device: str) -> None:
+    """QAT / fine-tuning: Adam and cross-entropy for ``epochs``; leaves ``model`` in eval."""
+    import torch
+
+    if epochs <= 0:
+        return
+    model.train()
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    for x, y in _batches(fit, epochs, batch_size, seed, device):
+        optimiser.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimiser.step()
+    model.eval()
+
+
 class Session:
     """The :class:`~dse_core.selection.CompressionSession` a scheduler drives."""
 
@@ -145,33 +176,17 @@ class Session:
         self._sensitivity_cache: dict[str, np.ndarray] = {}
 
     # -- training -----------------------------------------------------------------------
-    def _batches(self, epochs: float) -> Any:
-        import torch
-
-        x, y = self.data["fit"]
-        bs = self.study.training.batch_size
-        count = math.ceil(epochs * len(y) / bs)
-        self._calls += 1
-        gen = torch.Generator().manual_seed(self.study.seed * 100_003 + self._calls)
-        order = torch.cat([torch.randperm(len(y), generator=gen)
-                           for _ in range(math.ceil(count * bs / len(y)) or 1)])
-        for i in range(count):
-            idx = order[i * bs:(i + 1) * bs]
-            yield x[idx].to(self.device), y[idx].to(self.device)
-
     def fine_tune(self, epochs: float) -> None:
-        import torch
+        self._calls += 1
+        t = self.study.training
+        train_epochs(self.net.model, self.data["fit"], epochs=epochs, lr=t.lr,
+                     batch_size=t.batch_size, seed=self.study.seed * 100_003 + self._calls,
+                     device=self.device)
 
-        if epochs <= 0:
-            return
-        model = self.net.model
-        model.train()
-        optimiser = torch.optim.Adam(model.parameters(), lr=self.study.training.lr)
-        for x, y in self._batches(epochs):
-            optimiser.zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            optimiser.step()
-        model.eval()
+    def _batches(self, epochs: float) -> Any:
+        self._calls += 1
+        return _batches(self.data["fit"], epochs, self.study.training.batch_size,
+                        self.study.seed * 100_003 + self._calls, self.device)
 
     def _accuracy(self, split: str) -> float:
         import torch

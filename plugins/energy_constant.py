@@ -1,5 +1,7 @@
 """``constant``: a fixed energy per MAC, as ZigZag, SCALE-Sim-based flows and Accelergy's
-default tables charge it. Weight values and data do not matter; idle PEs cost nothing."""
+default tables charge it. Weight values and data do not matter. By default idle PEs cost
+nothing; ``pe_cycle_pj`` > 0 charges every PE of the array every cycle (clock and leakage), so
+array shape matters in an energy-only search of a topology without weights or data."""
 
 from __future__ import annotations
 
@@ -15,11 +17,14 @@ DEFAULT_MAC_PJ = 0.04
 
 
 class ConstantEnergy:
-    def __init__(self, mac_pj: float = DEFAULT_MAC_PJ) -> None:
-        mac_pj = float(mac_pj)
-        if not math.isfinite(mac_pj) or mac_pj < 0:
-            raise DseError(f"mac_pj = {mac_pj!r}: expected a finite energy in pJ >= 0")
-        self.mac_pj = mac_pj
+    def __init__(self, mac_pj: float = DEFAULT_MAC_PJ, pe_cycle_pj: float = 0.0) -> None:
+        mac_pj, pe_cycle_pj = (float(v) if isinstance(v, str) else v
+                               for v in (mac_pj, pe_cycle_pj))
+        for name, value in (("mac_pj", mac_pj), ("pe_cycle_pj", pe_cycle_pj)):
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not math.isfinite(value) or value < 0:
+                raise DseError(f"{name} = {value!r}: expected a finite energy in pJ >= 0")
+        self.mac_pj, self.pe_cycle_pj = float(mac_pj), float(pe_cycle_pj)
 
     def per_weight_energy(
         self, layer: LayerSpec, stats: Any = None, characterization: Any = None
@@ -31,6 +36,7 @@ class ConstantEnergy:
         stats: Any = None, characterization: Any = None,
     ) -> LayerEnergy:
         return LayerEnergy(layer=layer.name, mac_switching_pj=layer.macs * self.mac_pj,
+                           clock_pj=self.pe_cycle_pj * mapping.array.pe_count * mapping.cycles,
                            cycles=mapping.cycles, macs=layer.macs)
 
 
@@ -38,5 +44,5 @@ class ConstantEnergy:
 def dse_register_energy_models(register):  # type: ignore[no-untyped-def]
     register(EnergyModelPlugin(
         name="constant", factory=ConstantEnergy,
-        summary="fixed pJ per MAC (ZigZag-compatible); option mac_pj, default 0.04",
+        summary="fixed pJ per MAC (ZigZag-compatible); options mac_pj (0.04), pe_cycle_pj (0)",
     ))

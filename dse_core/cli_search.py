@@ -1,0 +1,212 @@
+"""``dse run / worker / studies / pareto / show / export / plot`` (docs/search.md)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dse_core.errors import DseError
+from dse_core.formatting import FORMATS, render
+
+__all__ = ["COMMANDS"]
+
+storage_option = click.option("--storage", required=True, metavar="URL",
+                              help="SQLAlchemy URL of the results database, e.g. "
+                              "sqlite:///quickstart.db or postgresql+psycopg://user@host/db.")
+fmt_option = click.option("--format", "fmt", type=click.Choice(FORMATS), default="table",
+                          show_default=True)
+
+
+def _registry(ctx: click.Context) -> Any:
+    from dse_core.cli import _registry as registry
+
+    return registry(ctx)
+
+
+def _prepare(ctx: click.Context, study: Any) -> Any:
+    """Validate plugins and record the study (spec and provenance) before any trial."""
+    from dse_core.results import ResultsDB
+    from dse_core.search import provenance
+
+    registry = _registry(ctx)
+    prov = provenance(registry, study)  # unknown plugin names fail here, nothing created
+    db = ResultsDB(study.storage)
+    spec = study.model_dump(mode="json", exclude={"storage", "n_trials"})
+    existing = db.study_spec(study.name)
+    if existing is not None and existing != spec:
+        changed = sorted(k for k in set(spec) | set(existing) if spec.get(k) != existing.get(k))
+        raise DseError(f"study {study.name!r} already exists in this database with a different "
+                       f"spec ({', '.join(changed)} changed); give it a new name")
+    if existing is None:
+        db.record_study(study.name, spec, prov)
+    return registry
+
+
+def _print_front(study_name: str, storage: str, fmt: str, where: str | None = None) -> None:
+    from dse_core.results import load_study, pareto_rows
+
+    rows = pareto_rows(load_study(storage, study_name), where)
+    click.echo(render(rows, fmt, meta={"study": study_name, "pareto_front": len(rows)}))
+
+
+@click.command("run")
+@click.argument("study_file", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a study key, e.g. --set n_trials=100.")
+@click.option("--storage", metavar="URL", help="Results database (overrides the study's).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes on this machine (PostgreSQL for more than one).")
+@fmt_option
+@click.pass_context
+def run_cmd(ctx: click.Context, study_file: str, overrides: Sequence[str],
+            storage: str | None, workers: int, fmt: str) -> None:
+    """Run (or continue) a search study and print its Pareto front."""
+    from dse_core.search import run_worker
+    from dse_core.search_spec import load_search_study
+
+    study = load_search_study(study_file, [*overrides, *([f'storage="{storage}"']
+                                                         if storage else [])])
+    if workers > 1 and study.storage.startswith("sqlite"):
+        raise DseError(f"--workers {workers} with SQLite: one SQLite file serves one worker "
+                       "process (concurrent writers hit 'database is locked'); use "
+                       "--storage postgresql+psycopg://… (docs/scaling.md)")
+    registry = _prepare(ctx, study)
+    procs = []
+    for index in range(1, workers):
+        cmd = [sys.executable, "-m", "dse_core.cli", "worker", "--study-file",
+               str(Path(study_file).resolve()), "--storage", study.storage,
+               "--worker-index", str(index), "--threads", "1",
+               *[a for o in overrides for a in ("--set", o)]]
+        procs.append(subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}))
+    try:
+        counts = run_worker(registry, study, worker_index=0, progress=sys.stderr.isatty(),
+                            threads=1 if workers > 1 else None)
+    finally:
+        for p in procs:
+            p.wait()
+    click.echo(f"study {study.name}: " + ", ".join(f"{v} {k.lower()}" for k, v in
+                                                  sorted(counts.items())), err=True)
+    _print_front(study.name, study.storage, fmt)
+
+
+@click.command("worker")
+@click.option("--study", "study_name", help="Study name in --storage (its spec is stored "
+              "there).")
+@click.option("--study-file", type=click.Path(dir_okay=False),
+              help="Or the study file itself.")
+@storage_option
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.option("--worker-index", type=click.IntRange(min=0), default=None,
+              help="Seeds this worker's sampler (default: from the process id).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="torch threads (1 when several workers share a machine).")
+@click.pass_context
+def worker_cmd(ctx: click.Context, study_name: str | None, study_file: str | None,
+               storage: str, overrides: Sequence[str], worker_index: int | None,
+               threads: int) -> None:
+    """Join a study as one more worker (any machine that reaches --storage)."""
+    from dse_core.results import ResultsDB
+    from dse_core.search import run_worker
+    from dse_core.search_spec import SearchStudy, load_search_study
+
+    if study_file:
+        study = load_search_study(study_file, [*overrides, f'storage="{storage}"'])
+    elif study_name:
+        spec = ResultsDB(storage, create=False).study_spec(study_name)
+        if spec is None:
+            from dse_core.results import list_studies
+
+            known = [s["study"] for s in list_studies(storage)]
+            raise DseError(f"no study {study_name!r} in {storage}; studies: "
+                           + (", ".join(known) or "(none)"))
+        study = SearchStudy.model_validate({**spec, "storage": storage,
+                                            "n_trials": _n_trials(storage, study_name, spec)})
+    else:
+        raise DseError("dse worker: give --study NAME or --study-file FILE")
+    registry = _registry(ctx)
+    counts = run_worker(registry, study, worker_index=worker_index if worker_index is not None
+                        else os.getpid() % 997 + 1, threads=threads)
+    click.echo(f"worker done: " + ", ".join(f"{v} {k.lower()}" for k, v in
+                                            sorted(counts.items())), err=True)
+
+
+def _n_trials(storage: str, name: str, spec: dict[str, Any]) -> int:
+    from dse_core.results import load_study
+
+    return int(load_study(storage, name).user_attrs.get("n_trials", 50))
+
+
+@click.command("studies")
+@storage_option
+@fmt_option
+def studies_cmd(storage: str, fmt: str) -> None:
+    """List the studies in a results database."""
+    from dse_core.results import list_studies
+
+    click.echo(render(list_studies(storage), fmt))
+
+
+@click.command("pareto")
+@click.argument("name")
+@storage_option
+@click.option("--where", help='Filter, e.g. "accuracy_drop<=2, cycles<2e5".')
+@fmt_option
+def pareto_cmd(name: str, storage: str, where: str | None, fmt: str) -> None:
+    """The Pareto front of a study (feasible, non-dominated trials)."""
+    _print_front(name, storage, fmt, where)
+
+
+@click.command("show")
+@click.argument("name")
+@click.argument("trial", type=int)
+@storage_option
+@fmt_option
+def show_cmd(name: str, trial: int, storage: str, fmt: str) -> None:
+    """One design: its parameters, metrics and per-layer breakdown."""
+    from dse_core.results import trial_detail
+
+    summary, layers = trial_detail(storage, name, trial)
+    total = {"layer": "total", **{k: sum(r[k] for r in layers) for k in (
+        "cycles", "mac_switching_pj", "clock_pj", "idle_pj", "fill_drain_pj",
+        "weight_load_pj", "total_pj")}} if layers else None
+    click.echo(render(layers, fmt, total=total, meta=summary))
+
+
+@click.command("export")
+@click.argument("name")
+@storage_option
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
+              show_default=True)
+def export_cmd(name: str, storage: str, fmt: str) -> None:
+    """Every trial of a study, with parameters and metrics."""
+    from dse_core.results import load_study, trial_rows
+
+    rows = trial_rows(load_study(storage, name))
+    first = ["trial", "state"]
+    columns = first + sorted({k for r in rows for k in r} - set(first))
+    click.echo(render([{c: r.get(c) for c in columns} for r in rows], fmt, columns=columns,
+                      meta={"study": name}))
+
+
+@click.command("plot")
+@click.argument("name")
+@storage_option
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="PNG (matplotlib), or HTML with --html (plotly).")
+@click.option("--html", is_flag=True, help="An interactive plotly page instead of a PNG.")
+def plot_cmd(name: str, storage: str, output: str, html: bool) -> None:
+    """Plot the first two objectives of every trial, the Pareto front highlighted."""
+    from dse_core.plotting import plot_study
+    from dse_core.results import load_study
+
+    path = plot_study(load_study(storage, name), output, html=html)
+    click.echo(f"wrote {path}")
+
+
+COMMANDS = [run_cmd, worker_cmd, studies_cmd, pareto_cmd, show_cmd, export_cmd, plot_cmd]

@@ -1,0 +1,389 @@
+"""``dse run`` / ``dse worker``: the multi-objective search.
+
+Per trial: suggest an array (rows, cols, dataflow) and, when compression is searched, the
+scheduler's knobs; reject designs over a hard budget before any work; map and charge every
+layer for that array (cheap); get the accuracy of the compression plan from the study's
+accuracy cache in the database, or by QAT fine-tuning from the int8 baseline (so trials that
+differ only in the array never retrain); record metrics in Optuna's trial attributes and the
+per-layer breakdown in ``dse_trial_layers``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dse_core.errors import DseError
+from dse_core.plugins import Registry, instantiate
+from dse_core.results import ResultsDB, open_storage
+from dse_core.search_spec import SearchStudy
+from dse_core.types import ArrayConfig, CompressionPlan, LayerSpec
+
+__all__ = ["Evaluator", "make_sampler", "create_or_load", "run_worker", "plan_key",
+           "provenance"]
+
+log = logging.getLogger(__name__)
+_CODES = np.arange(-128, 128)
+
+
+def plan_key(plan: CompressionPlan) -> str:
+    return hashlib.sha256(json.dumps(dict(sorted(plan.n_levels.items()))).encode()
+                          ).hexdigest()[:32]
+
+
+def provenance(registry: Registry, study: SearchStudy) -> dict[str, Any]:
+    """Plugin names and versions, package versions, seed: what made these results."""
+    from importlib import metadata
+
+    kinds = [("mapping", f"{df}_tile") for df in study.space.dataflow]
+    kinds.append(("energy_model", study.energy.model))
+    if study.space.compression:
+        kinds += [("selector", study.compression.policy),
+                  ("scheduler", study.compression.scheduler)]
+    plugins = {}
+    for kind, name in kinds:
+        record = registry.get(kind, name)
+        plugins[f"{kind}:{name}"] = f"{record.provider} {record.version}"
+    packages: dict[str, str | None] = {}
+    for dist in ("systolic-dse", "optuna", "torch", "numpy", "sqlalchemy"):
+        try:
+            packages[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            packages[dist] = None
+    workload = study.workload.topology or f"{study.workload.model}/{study.workload.dataset}"
+    return {"plugins": plugins, "packages": packages, "seed": study.seed,
+            "workload": workload}
+
+
+def make_sampler(study: SearchStudy, worker_index: int, knob_space: dict[str, Any]) -> Any:
+    """The study's sampler, seeded per worker so workers do not suggest the same designs."""
+    import optuna
+
+    seed = study.seed + 1000 * worker_index
+    opts = dict(study.sampler.options)
+    name = study.sampler.name
+    try:
+        if name == "tpe":
+            return optuna.samplers.TPESampler(**{"multivariate": True, "seed": seed, **opts})
+        if name == "nsga2":
+            return optuna.samplers.NSGAIISampler(**{"seed": seed, **opts})
+        if name == "nsga3":
+            return optuna.samplers.NSGAIIISampler(**{"seed": seed, **opts})
+        if name == "gp":
+            return optuna.samplers.GPSampler(**{"seed": seed, **opts})
+        if name == "random":
+            return optuna.samplers.RandomSampler(**{"seed": seed, **opts})
+        grid: dict[str, list[Any]] = {"rows": study.space.rows.choices(),
+                                      "cols": study.space.cols.choices()}
+        if len(study.space.dataflow) > 1:
+            grid["dataflow"] = list(study.space.dataflow)
+        for key, value in knob_space.items():
+            if value.kind != "categorical":
+                raise DseError(f"sampler.name = 'grid': knob {key!r} is continuous; use "
+                               "another sampler or a scheduler with discrete knobs")
+            grid[key] = list(value.choices)
+        return optuna.samplers.GridSampler(grid, **{"seed": seed, **opts})
+    except TypeError as exc:
+        raise DseError(f"sampler.options = {opts}: {exc}") from exc
+
+
+@dataclass
+class _RowsInputs:
+    layers: list[LayerSpec]
+    stats: Any
+    char: Any
+
+
+class Evaluator:
+    """Evaluates designs of one study inside one worker process."""
+
+    def __init__(self, registry: Registry, study: SearchStudy, db: ResultsDB,
+                 progress: bool = False) -> None:
+        self.registry, self.study, self.db, self.progress = registry, study, db, progress
+        self.mappings = {df: instantiate(registry.get("mapping", f"{df}_tile"))
+                         for df in study.space.dataflow}
+        self.energy_model = instantiate(registry.get("energy_model", study.energy.model),
+                                        study.energy.options)
+        self._inputs: dict[int, _RowsInputs] = {}
+        self.session: Any = None
+        self.scheduler: Any = None
+        self.knobs: dict[str, Any] = {}
+        self.baseline: dict[str, Any] = {}
+        if study.space.compression:
+            self._setup_compression()
+
+    # -- inputs for an array height ---------------------------------------------------------
+    def inputs(self, rows: int) -> _RowsInputs:
+        if rows not in self._inputs:
+            w = self.study.workload
+            if w.dataset:
+                from dse_core.pipeline import switching_inputs
+
+                si = switching_inputs(
+                    self.registry, w.model or "", w.dataset, ArrayConfig(rows, 8),
+                    checkpoint=w.checkpoint, epochs=self.study.training.float_epochs,
+                    seed=self.study.seed, calibration_images=self.study.energy.calibration_images,
+                    characterizer=self.study.energy.characterizer, progress=self.progress)
+                self._inputs[rows] = _RowsInputs(si.layers, si.stats, si.characterization)
+            else:
+                from dse_core.workloads import load_workload
+
+                layers = load_workload(self.registry, w.topology or w.model or "")
+                self._inputs[rows] = _RowsInputs(list(layers), None, None)
+        return self._inputs[rows]
+
+    # -- compression ------------------------------------------------------------------------
+    def _setup_compression(self) -> None:
+        from dse_core.compress import Session, _EnergyView, _split_data, resolve_device
+        from dse_core.data import load_dataset
+        from dse_core.selection import WeightSelector
+        from dse_core.study import CompressStudy
+
+        s = self.study
+        c = s.compression
+        selector = instantiate(self.registry.get("selector", c.policy), c.policy_options)
+        self.scheduler = instantiate(self.registry.get("scheduler", c.scheduler),
+                                     c.scheduler_options)
+        if not isinstance(selector, WeightSelector):
+            raise DseError(f"selection policy {c.policy!r} does not implement WeightSelector")
+        rows = s.energy.selection_rows
+        inputs = self.inputs(rows)
+        array = ArrayConfig(rows, 64)
+        mapper = self.mappings[s.space.dataflow[0]]
+        maps = [mapper.map(layer, array) for layer in inputs.layers]
+        guide = _EnergyView(self.energy_model, inputs.layers, maps, inputs.stats, inputs.char)
+        splits = load_dataset(self.registry, s.workload.dataset or "")
+        data = _split_data(splits, s.training.tune_images)
+        compress_study = CompressStudy.model_validate({
+            "name": s.name, "seed": s.seed,
+            "workload": {"model": s.workload.model, "dataset": s.workload.dataset},
+            "compression": {**c.model_dump(), "accuracy_budget_pct":
+                            s.constraints.accuracy_budget_pct or 50.0},
+            "training": s.training.model_dump(exclude={"fine_tune_epochs"})})
+        device = resolve_device(s.training.device)
+        net = self._baseline_network(data, device)
+        self.session = Session(net, selector, guide, data, compress_study, device)
+        self.baseline_state = net.state()
+        base_codes = net.codes()
+        self.baseline = {"accuracy": self.session.accuracy(),
+                         "val_accuracy": self.session.val_accuracy(),
+                         "histograms": {n: np.bincount(c.ravel().astype(np.int64) + 128,
+                                                       minlength=256).tolist()
+                                        for n, c in base_codes.items()}}
+        self.session.baseline_accuracy = self.baseline["accuracy"]
+        energy = guide.mac_pj(base_codes)
+        total = sum(energy.values()) or 1.0
+        self.shares = {n: e / total for n, e in energy.items()}
+        self.knobs = {k.name: k for k in self.scheduler.knobs(list(net.layers))}
+
+    def _baseline_network(self, data: dict[str, Any], device: str) -> Any:
+        """The int8 QAT baseline, trained once per study and cached on disk for every worker
+        (deterministic: same checkpoint, seed and settings give the same network)."""
+        import torch
+
+        from dse_core.cache import atomic_write, cache_dir, content_hash
+        from dse_core.qat import quantize_network
+        from dse_core.training import trained_model
+
+        s = self.study
+        model, meta, _ = trained_model(self.registry, s.workload.model or "",
+                                       s.workload.dataset or "",
+                                       epochs=s.training.float_epochs, seed=s.seed,
+                                       checkpoint=s.workload.checkpoint, progress=False)
+        x_fit = data["fit"][0]
+        n_cal = s.training.calibration_batches * s.training.batch_size
+        net = quantize_network(model.to(device).eval(), [
+            b.to(device) for b in x_fit[:n_cal].split(s.training.batch_size)],
+            x_fit[:1].to(device))
+        digest = hashlib.sha256(open(meta["path"], "rb").read()).hexdigest()[:16]
+        key = content_hash("qat-baseline/1", digest, s.model_dump_json(include={
+            "seed", "training"}))
+        path = cache_dir("qat") / f"{key}.pt"
+        if path.exists():
+            net.model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+            return net
+        from dse_core.compress import train_epochs
+
+        train_epochs(net.model, data["fit"], epochs=s.training.qat_epochs, lr=s.training.lr,
+                     batch_size=s.training.batch_size, seed=s.seed * 100_003 + 1, device=device)
+        state = {k: v.detach().cpu() for k, v in net.model.state_dict().items()}
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+        return net
+
+    def plan_accuracy(self, plan: CompressionPlan) -> dict[str, Any]:
+        key = plan_key(plan)
+        cached = self.db.cached_accuracy(self.study.name, key)
+        if cached is not None:
+            return {**cached, "cached": True}
+        started = time.perf_counter()
+        session = self.session
+        session.restore(self.baseline_state)
+        session.apply(dict(plan.n_levels))
+        session.fine_tune(self.study.training.fine_tune_epochs)
+        codes = session.net.codes()
+        entry = {"accuracy": session.accuracy(), "val_accuracy": session.val_accuracy(),
+                 "histograms": {n: np.bincount(c.ravel().astype(np.int64) + 128,
+                                               minlength=256).tolist()
+                                for n, c in codes.items()},
+                 "allowed": {n: list(m.allowed) for n, m in session.net.layers.items()},
+                 "seconds": time.perf_counter() - started}
+        self.db.store_accuracy(self.study.name, key, plan.n_levels, entry)
+        return {**entry, "cached": False}
+
+    # -- one trial ------------------------------------------------------------------------
+    def suggest(self, trial: Any) -> tuple[ArrayConfig, dict[str, Any]]:
+        space = self.study.space
+        rows = int(trial.suggest_categorical("rows", space.rows.choices()))
+        cols = int(trial.suggest_categorical("cols", space.cols.choices()))
+        dataflow = (trial.suggest_categorical("dataflow", list(space.dataflow))
+                    if len(space.dataflow) > 1 else space.dataflow[0])
+        values: dict[str, Any] = {}
+        for name, knob in self.knobs.items():
+            if knob.kind == "categorical":
+                values[name] = trial.suggest_categorical(name, list(knob.choices))
+            elif knob.kind == "int":
+                values[name] = trial.suggest_int(name, int(knob.low), int(knob.high),
+                                                 log=knob.log)
+            else:
+                values[name] = trial.suggest_float(name, float(knob.low), float(knob.high),
+                                                   log=knob.log)
+        return ArrayConfig(rows, cols, dataflow=dataflow), values
+
+    def evaluate(self, trial: Any) -> tuple[float, ...]:
+        import optuna
+
+        study = self.study
+        array, knob_values = self.suggest(trial)
+        trial.set_user_attr("pe_count", array.pe_count)
+        limit = study.constraints.max_pe_count
+        if limit is not None and array.pe_count > limit:  # hard budget: never evaluated
+            trial.set_user_attr("rejected", f"pe_count {array.pe_count} > {limit}")
+            raise optuna.TrialPruned(f"pe_count {array.pe_count} > max_pe_count {limit}")
+        metrics: dict[str, float] = {"pe_count": float(array.pe_count)}
+        histograms: dict[str, list[int]] | None = None
+        allowed: dict[str, list[int]] = {}
+        if self.session is not None:
+            plan = self.scheduler.plan(knob_values, self.shares)
+            acc = self.plan_accuracy(plan)
+            histograms, allowed = acc["histograms"], acc["allowed"]
+            metrics.update(accuracy=acc["accuracy"], val_accuracy=acc["val_accuracy"],
+                           accuracy_drop=self.baseline["accuracy"] - acc["accuracy"])
+            trial.set_user_attr("plan", dict(plan.n_levels))
+            trial.set_user_attr("accuracy_cached", acc["cached"])
+        inputs = self.inputs(array.rows)
+        mapper = self.mappings[array.dataflow]
+        rows, energy_pj, mac_pj, cycles = [], 0.0, 0.0, 0
+        for layer in inputs.layers:
+            m = mapper.map(layer, array)
+            module = layer.name.split("#")[0]
+            codes = (np.repeat(_CODES, histograms[module]) if histograms is not None
+                     and module in histograms else None)
+            e = self.energy_model.layer_energy(
+                layer, m, codes=codes,
+                stats=inputs.stats.layers.get(layer.name) if inputs.stats else None,
+                characterization=inputs.char)
+            energy_pj += e.total_pj
+            mac_pj += e.mac_switching_pj
+            cycles += m.cycles
+            rows.append({"layer": layer.name, "cycles": m.cycles,
+                         "utilisation": m.utilisation, "mapping_efficiency":
+                         m.mapping_efficiency, "mac_switching_pj": e.mac_switching_pj,
+                         "clock_pj": e.clock_pj, "idle_pj": e.idle_pj,
+                         "fill_drain_pj": e.fill_drain_pj, "weight_load_pj": e.weight_load_pj,
+                         "total_pj": e.total_pj,
+                         "n_levels": len(allowed[module]) if module in allowed else None,
+                         "allowed": json.dumps(allowed[module]) if module in allowed
+                         else None})
+        metrics.update(energy_pj=energy_pj, mac_energy_pj=mac_pj, cycles=float(cycles),
+                       edp=energy_pj * cycles)
+        for key, value in metrics.items():
+            trial.set_user_attr(key, int(value) if key in ("cycles", "pe_count") else value)
+        if study.constraints.accuracy_budget_pct is not None:
+            trial.set_constraint("accuracy_drop_over_budget",
+                                 metrics["accuracy_drop"] - study.constraints.accuracy_budget_pct)
+        self.db.write_trial_layers(study.name, trial.number, rows)
+        return tuple(metrics[o] for o in study.objectives)
+
+    def objective(self) -> Callable[[Any], tuple[float, ...]]:
+        def run(trial: Any) -> tuple[float, ...]:
+            import optuna
+
+            try:
+                return self.evaluate(trial)
+            except optuna.TrialPruned:
+                raise
+            except Exception as exc:  # recorded on the trial; the study goes on
+                trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:2000])
+                raise
+        return run
+
+
+def create_or_load(study: SearchStudy, storage: Any, sampler: Any) -> Any:
+    import optuna
+
+    optuna_study = optuna.create_study(study_name=study.name, storage=storage, sampler=sampler,
+                                       directions=study.directions, load_if_exists=True)
+    if [d.name.lower() for d in optuna_study.directions] != study.directions:
+        raise DseError(f"study {study.name!r} exists with other objectives; give it a new name")
+    if optuna_study.metric_names != study.objectives:
+        optuna_study.set_metric_names(list(study.objectives))
+    return optuna_study
+
+
+def _counts(optuna_study: Any) -> dict[str, int]:
+    from collections import Counter
+
+    return dict(Counter(t.state.name for t in optuna_study.get_trials(deepcopy=False)))
+
+
+def run_worker(registry: Registry, study: SearchStudy, *, worker_index: int = 0,
+               progress: bool = False, threads: int | None = None) -> dict[str, int]:
+    """Run trials until the study holds ``n_trials`` finished (complete or pruned) trials,
+    or until failures reach ``n_trials`` (a broken objective must not loop forever)."""
+    import optuna
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    db = ResultsDB(study.storage)
+    storage = open_storage(study.storage, heartbeat_interval=study.scaling.heartbeat_interval_s,
+                           grace_period=study.scaling.grace_period_s,
+                           max_retry=study.scaling.max_retry)
+    evaluator = Evaluator(registry, study, db, progress=progress)
+    sampler = make_sampler(study, worker_index, evaluator.knobs)
+    optuna_study = create_or_load(study, storage, sampler)
+    if worker_index == 0:  # `dse run` sets the global budget that `dse worker --study` reads
+        optuna_study.set_user_attr("n_trials", study.n_trials)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        done = sum(v for k, v in _counts(optuna_study).items() if k in ("COMPLETE", "PRUNED"))
+        bar = tqdm(total=study.n_trials, initial=min(done, study.n_trials), unit="trial",
+                   desc=study.name)
+
+    def budget(s: Any, t: Any) -> None:
+        counts = _counts(s)
+        if bar is not None:
+            bar.n = min(study.n_trials, counts.get("COMPLETE", 0) + counts.get("PRUNED", 0))
+            bar.refresh()
+        if (counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) >= study.n_trials
+                or counts.get("FAIL", 0) >= max(study.n_trials, 10)):
+            s.stop()
+
+    counts = _counts(optuna_study)
+    if counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) < study.n_trials:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna_study.optimize(evaluator.objective(), n_trials=None, callbacks=[budget],
+                              catch=(Exception,), gc_after_trial=True)
+    if bar is not None:
+        bar.close()
+    return _counts(optuna_study)
