@@ -32,10 +32,11 @@ def _registry(ctx: click.Context) -> Any:
 def _prepare(ctx: click.Context, study: Any) -> Any:
     """Validate plugins and record the study (spec and provenance) before any trial."""
     from dse_core.results import ResultsDB
-    from dse_core.search import provenance
+    from dse_core.search import provenance, validate
 
     registry = _registry(ctx)
-    prov = provenance(registry, study)  # unknown plugin names fail here, nothing created
+    validate(registry, study)  # bad names and options fail here, before anything is created
+    prov = provenance(registry, study)
     db = ResultsDB(study.storage)
     spec = study.model_dump(mode="json", exclude={"storage", "n_trials"})
     existing = db.study_spec(study.name)
@@ -72,10 +73,10 @@ def run_cmd(ctx: click.Context, study_file: str, overrides: Sequence[str],
 
     study = load_search_study(study_file, [*overrides, *([f'storage="{storage}"']
                                                          if storage else [])])
-    if workers > 1 and study.storage.startswith("sqlite"):
-        raise DseError(f"--workers {workers} with SQLite: one SQLite file serves one worker "
-                       "process (concurrent writers hit 'database is locked'); use "
-                       "--storage postgresql+psycopg://… (docs/scaling.md)")
+    if workers > 2 and study.storage.startswith("sqlite"):
+        raise DseError(f"--workers {workers} with SQLite: a SQLite file serves at most 2 "
+                       "workers on one machine (measured, docs/scaling.md); use "
+                       "--storage postgresql+psycopg://… for more")
     registry = _prepare(ctx, study)
     procs = []
     for index in range(1, workers):
@@ -117,6 +118,7 @@ def worker_cmd(ctx: click.Context, study_name: str | None, study_file: str | Non
 
     if study_file:
         study = load_search_study(study_file, [*overrides, f'storage="{storage}"'])
+        _prepare(ctx, study)
     elif study_name:
         spec = ResultsDB(storage, create=False).study_spec(study_name)
         if spec is None:
@@ -132,7 +134,7 @@ def worker_cmd(ctx: click.Context, study_name: str | None, study_file: str | Non
     registry = _registry(ctx)
     counts = run_worker(registry, study, worker_index=worker_index if worker_index is not None
                         else os.getpid() % 997 + 1, threads=threads)
-    click.echo(f"worker done: " + ", ".join(f"{v} {k.lower()}" for k, v in
+    click.echo("worker done: " + ", ".join(f"{v} {k.lower()}" for k, v in
                                             sorted(counts.items())), err=True)
 
 

@@ -103,7 +103,7 @@ def _engine(url: str) -> Any:
 class ResultsDB:
     """Our tables in the study's database. Opening checks the schema version."""
 
-    def __init__(self, url: str, *, create: bool = True) -> None:
+    def __init__(self, url: str, *, create: bool = True, require: bool = True) -> None:
         import sqlalchemy as sa
 
         self.url = url
@@ -123,6 +123,8 @@ class ResultsDB:
             if version != SCHEMA_VERSION:
                 raise DseError(f"storage {safe_url(url)}: results written by schema version "
                                f"{version}; this systolic-dse reads version {SCHEMA_VERSION}")
+        elif not create and not require:
+            return
         elif create:
             md.create_all(self.engine)
             try:
@@ -147,9 +149,12 @@ class ResultsDB:
         import sqlalchemy as sa
 
         t = self.t["dse_studies"]
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(t.c.provenance_json, t.c.created_at)
-                               .where(t.c.study_name == name)).first()
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(sa.select(t.c.provenance_json, t.c.created_at)
+                                   .where(t.c.study_name == name)).first()
+        except sa.exc.DBAPIError:  # a plain Optuna database: no provenance
+            return {}
         return {**json.loads(row[0]), "created_at": row[1]} if row else {}
 
     def record_study(self, name: str, spec: Mapping[str, Any],
@@ -243,8 +248,8 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
 def list_studies(url: str) -> list[dict[str, Any]]:
     import optuna
 
+    db = ResultsDB(url, create=False, require=False)
     storage = open_storage(url)
-    db = ResultsDB(url, create=False)
     out = []
     for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
         prov = db.provenance(s.study_name)
@@ -258,6 +263,7 @@ def list_studies(url: str) -> list[dict[str, Any]]:
 def load_study(url: str, name: str) -> Any:
     import optuna
 
+    ResultsDB(url, create=False, require=False)  # refuses another schema version
     storage = open_storage(url)
     try:
         return optuna.load_study(study_name=name, storage=storage)

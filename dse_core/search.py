@@ -26,7 +26,7 @@ from dse_core.results import ResultsDB, open_storage
 from dse_core.search_spec import SearchStudy
 from dse_core.types import ArrayConfig, CompressionPlan, LayerSpec
 
-__all__ = ["Evaluator", "make_sampler", "create_or_load", "run_worker", "plan_key",
+__all__ = ["Evaluator", "validate", "make_sampler", "create_or_load", "run_worker", "plan_key",
            "provenance"]
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,30 @@ def provenance(registry: Registry, study: SearchStudy) -> dict[str, Any]:
     workload = study.workload.topology or f"{study.workload.model}/{study.workload.dataset}"
     return {"plugins": plugins, "packages": packages, "seed": study.seed,
             "workload": workload}
+
+
+def validate(registry: Registry, study: SearchStudy) -> None:
+    """Everything that can be checked before a database or a study is created: plugin names
+    and options, the workload, the sampler's options."""
+    for df in study.space.dataflow:
+        instantiate(registry.get("mapping", f"{df}_tile"))
+    instantiate(registry.get("energy_model", study.energy.model), study.energy.options)
+    w = study.workload
+    if w.topology:
+        from dse_core.workloads import load_workload
+
+        load_workload(registry, w.topology)
+    else:
+        registry.get("model", (w.model or "").split(":")[0])
+        if w.dataset:
+            registry.get("dataset", w.dataset)
+    knobs: dict[str, Any] = {}
+    if study.space.compression:
+        c = study.compression
+        instantiate(registry.get("selector", c.policy), c.policy_options)
+        scheduler = instantiate(registry.get("scheduler", c.scheduler), c.scheduler_options)
+        knobs = {k.name: k for k in scheduler.knobs(["layer"])}
+    make_sampler(study, 0, knobs)
 
 
 def make_sampler(study: SearchStudy, worker_index: int, knob_space: dict[str, Any]) -> Any:

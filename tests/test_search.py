@@ -1,0 +1,348 @@
+"""The search: study files, trials, the results database and its queries, on SQLite and on a
+real PostgreSQL (``DSE_TEST_POSTGRES_URL``; .ci/run starts a throwaway server and sets
+``DSE_REQUIRE_POSTGRES=1`` so a missing server fails instead of skipping)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dse_core import DseError, EnergyModelPlugin, build_registry, hookimpl
+from dse_core.cli import cli
+
+from .conftest import ROOT, SCALESIM
+
+TOPOLOGY = SCALESIM / "Resnet18.csv"
+
+ENERGY_STUDY = f"""
+name = "{{name}}"
+seed = 0
+n_trials = {{n_trials}}
+objectives = ["energy_pj", "cycles"]
+[workload]
+topology = "{TOPOLOGY}"
+[space]
+rows = {{{{ min = 8, max = 128 }}}}
+cols = [8, 16, 32, 64, 128]
+dataflow = ["ws", "os"]
+[energy]
+model = "{{energy}}"
+options = {{options}}
+[sampler]
+name = "random"
+[scaling]
+heartbeat_interval_s = 1
+grace_period_s = 2
+"""
+
+
+def _energy_study(path: Path, name: str, n_trials: int, storage: str,
+                  energy: str = "constant",
+                  options: str = "{ mac_pj = 0.04, pe_cycle_pj = 0.002 }") -> Path:
+    """The storage goes on the command line (``--storage``), not in the file."""
+    path.write_text(ENERGY_STUDY.format(name=name, n_trials=n_trials, energy=energy,
+                                        options=options))
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage(request, tmp_path):
+    """A fresh, empty results database URL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'results.db'}"
+        return
+    url = os.environ.get("DSE_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("DSE_REQUIRE_POSTGRES"):
+            pytest.fail("DSE_REQUIRE_POSTGRES is set but DSE_TEST_POSTGRES_URL is not")
+        pytest.skip("no PostgreSQL (set DSE_TEST_POSTGRES_URL; .ci/run starts one)")
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    name = f"dse_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    yield url.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+def _dse(*args: str) -> tuple[int, str, str]:
+    from dse_core.cli import main
+
+    runner = CliRunner()
+    result = runner.invoke(cli, list(args), standalone_mode=False, catch_exceptions=True)
+    if isinstance(result.exception, DseError):
+        return 2, result.output, str(result.exception)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    del main
+    return result.exit_code or 0, result.output, ""
+
+
+def _load(storage: str, name: str):
+    from dse_core.results import load_study
+
+    return load_study(storage, name)
+
+
+def _states(study) -> dict[str, int]:
+    from collections import Counter
+
+    return dict(Counter(t.state.name for t in study.get_trials()))
+
+
+def test_energy_only_search_records_queries_and_continues(storage, tmp_path):
+    path = _energy_study(tmp_path / "s.toml", "energy", 15, storage)
+    code, out, err = _dse("run", str(path), "--storage", storage)
+    assert code == 0, err
+    study = _load(storage, "energy")
+    assert _states(study) == {"COMPLETE": 15}
+    from dse_core.results import ResultsDB
+
+    db = ResultsDB(storage, create=False)
+    for trial in study.trials:
+        layers = db.trial_layers("energy", trial.number)
+        assert len(layers) == 21  # SCALE-Sim's ResNet-18 topology
+        assert sum(r["total_pj"] for r in layers) == pytest.approx(trial.values[0])
+        assert sum(r["cycles"] for r in layers) == trial.values[1] == trial.user_attrs["cycles"]
+        assert trial.user_attrs["pe_count"] == trial.params["rows"] * trial.params["cols"]
+        # constant model: pe_cycle_pj charges every PE every cycle
+        clock = 0.002 * trial.user_attrs["pe_count"] * trial.user_attrs["cycles"]
+        assert sum(r["clock_pj"] for r in layers) == pytest.approx(clock)
+    # running again continues the same study: nothing redone
+    code, out2, err = _dse("run", str(path), "--storage", storage)
+    assert code == 0, err and _states(_load(storage, "energy")) == {"COMPLETE": 15}
+    # a bigger budget adds exactly the missing trials
+    code, _, err = _dse("run", str(path), "--storage", storage, "--set", "n_trials=18")
+    assert code == 0, err
+    assert _states(_load(storage, "energy")) == {"COMPLETE": 18}
+
+    # the Pareto front: no complete trial dominates a front member
+    code, out, err = _dse("pareto", "energy", "--storage", storage, "--format", "json")
+    front = json.loads(out)["rows"]
+    complete = [t.values for t in _load(storage, "energy").trials]
+    assert front
+    for row in front:
+        e, c = row["energy_pj"], row["cycles"]
+        assert not any(v[0] <= e and v[1] <= c and (v[0] < e or v[1] < c) for v in complete)
+    code, out, _ = _dse("pareto", "energy", "--storage", storage, "--format", "json",
+                        "--where", "cycles<=300000")
+    assert all(r["cycles"] <= 300000 for r in json.loads(out)["rows"])
+    code, out, _ = _dse("show", "energy", str(front[0]["trial"]), "--storage", storage,
+                        "--format", "json")
+    shown = json.loads(out)
+    assert len(shown["rows"]) == 21 and shown["meta"]["trial"] == front[0]["trial"]
+    code, out, _ = _dse("export", "energy", "--storage", storage, "--format", "csv")
+    assert len(out.strip().splitlines()) == 1 + 18
+    code, out, _ = _dse("studies", "--storage", storage, "--format", "json")
+    listed = json.loads(out)["rows"]
+    assert [(r["study"], r["trials"]) for r in listed] == [("energy", 18)]
+    code, out, _ = _dse("plot", "energy", "--storage", storage, "-o", str(tmp_path / "p.png"))
+    assert code == 0 and (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_provenance_and_a_changed_spec(storage, tmp_path):
+    path = _energy_study(tmp_path / "s.toml", "prov", 3, storage)
+    assert _dse("run", str(path), "--storage", storage)[0] == 0
+    from dse_core.results import ResultsDB
+
+    db = ResultsDB(storage, create=False)
+    prov = db.provenance("prov")
+    assert prov["plugins"]["energy_model:constant"].startswith("systolic-dse")
+    assert prov["packages"]["optuna"].startswith("5.") and prov["seed"] == 0
+    assert db.study_spec("prov")["objectives"] == ["energy_pj", "cycles"]
+    code, _, err = _dse("run", str(path), "--storage", storage, "--set", "seed=3")
+    assert code == 2 and "already exists in this database with a different spec (seed" in err
+
+
+def _wait_for(predicate, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.1)
+
+
+def _worker(study_file: Path, storage: str, index: int, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dse_core.cli", "worker", "--study-file", str(study_file),
+         "--storage", storage, "--worker-index", str(index)],
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_two_workers_record_every_trial_once(storage, tmp_path):
+    path = _energy_study(tmp_path / "s.toml", "pair", 40, storage)
+    workers = [_worker(path, storage, i, {}) for i in (1, 2)]
+    outputs = [w.communicate(timeout=300)[0].decode() for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+    study = _load(storage, "pair")
+    states = _states(study)
+    # the global budget holds up to one trial both workers started at the last moment
+    assert states.get("FAIL", 0) == 0 and 40 <= states["COMPLETE"] <= 41
+    from dse_core.results import ResultsDB
+
+    import sqlalchemy as sa
+
+    db = ResultsDB(storage, create=False)
+    with db.engine.connect() as conn:
+        numbers = conn.execute(sa.text(
+            "SELECT trial_number, COUNT(*) FROM dse_trial_layers WHERE study_name = 'pair' "
+            "GROUP BY trial_number")).all()
+    assert sorted(n for n, _ in numbers) == sorted(t.number for t in study.trials)
+    assert {count for _, count in numbers} == {21}  # every trial's layers once
+
+
+SLEEPY = '''
+import os, time
+from dse_core import EnergyModelPlugin, hookimpl
+from plugins.energy_constant import ConstantEnergy
+
+class Sleepy(ConstantEnergy):
+    def layer_energy(self, layer, mapping, **kw):
+        if layer.name == "Conv1":
+            time.sleep(float(os.environ.get("SLEEPY_S", "0")))
+        return super().layer_energy(layer, mapping, **kw)
+
+@hookimpl
+def dse_register_energy_models(register):
+    register(EnergyModelPlugin(name="sleepy", factory=Sleepy, summary="sleeps in Conv1"))
+'''
+
+
+def test_a_killed_worker_trial_is_failed_and_retried(storage, tmp_path):
+    from .test_plugin_host import install_metadata
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "dse_sleepy.py").write_text(SLEEPY)
+    install_metadata(site, "dse-sleepy", "dse_sleepy", {"sleepy": "dse_sleepy"})
+    env = {"PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+    path = _energy_study(tmp_path / "s.toml", "killed", 8, storage, energy="sleepy",
+                         options="{ mac_pj = 0.04 }")
+    victim = _worker(path, storage, 1, {**env, "SLEEPY_S": "60"})
+    _wait_for(lambda: _load_quiet(storage, "killed") and any(
+        t.state.name == "RUNNING" for t in _load(storage, "killed").trials))
+    time.sleep(1.5)  # let it write a heartbeat
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed = next(t for t in _load(storage, "killed").trials if t.state.name == "RUNNING")
+    survivor = _worker(path, storage, 2, {**env, "SLEEPY_S": "0.4"})
+    out = survivor.communicate(timeout=300)[0].decode()
+    assert survivor.returncode == 0, out
+    trials = {t.number: t for t in _load(storage, "killed").trials}
+    assert trials[killed.number].state.name == "FAIL"
+    retried = [t for t in trials.values() if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retried) == 1 and retried[0].state.name == "COMPLETE"
+    assert retried[0].params == killed.params
+    assert _states(_load(storage, "killed")) == {"COMPLETE": 8, "FAIL": 1}
+
+
+def _load_quiet(storage: str, name: str) -> bool:
+    try:
+        _load(storage, name)
+        return True
+    except DseError:
+        return False
+
+
+def test_a_plugin_raising_in_a_trial_fails_that_trial_only(storage, tmp_path):
+    from dse_core.search import run_worker, validate
+    from dse_core.search_spec import load_search_study
+    from plugins.energy_constant import ConstantEnergy
+
+    class Flaky(ConstantEnergy):
+        def layer_energy(self, layer, mapping, **kw):
+            if mapping.array.rows == 16:
+                raise RuntimeError("flaky model cannot do 16 rows")
+            return super().layer_energy(layer, mapping, **kw)
+
+    module = types.ModuleType("flaky_plugin")
+    module.dse_register_energy_models = hookimpl(lambda register: register(EnergyModelPlugin(
+        name="flaky", factory=Flaky, summary="fails at 16 rows")))
+    registry = build_registry(extra_plugins=[(module, "tests", "0.0")])
+    path = _energy_study(tmp_path / "s.toml", "flaky", 12, storage, energy="flaky",
+                         options="{ mac_pj = 0.04 }")
+    study = load_search_study(path, [f'storage="{storage}"', "space.rows=[8, 16, 32]"])
+    validate(registry, study)
+    run_worker(registry, study)
+    trials = _load(storage, "flaky").trials
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert failed and all(t.params["rows"] == 16 for t in failed)
+    assert all("RuntimeError: flaky model cannot do 16 rows" in t.user_attrs["error"]
+               for t in failed)
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 12
+    code, out, _ = _dse("export", "flaky", "--storage", storage, "--format", "json")
+    assert any("flaky model" in (r.get("error") or "") for r in json.loads(out)["rows"])
+
+
+def test_a_database_of_another_schema_version_is_refused(storage, tmp_path):
+    path = _energy_study(tmp_path / "s.toml", "v", 2, storage)
+    assert _dse("run", str(path), "--storage", storage)[0] == 0
+    from dse_core.results import ResultsDB
+
+    import sqlalchemy as sa
+
+    with ResultsDB(storage).engine.begin() as conn:
+        conn.execute(sa.text("UPDATE dse_schema SET version = 99"))
+    for args in (["pareto", "v"], ["run", str(path)], ["studies"]):
+        code, _, err = _dse(*args, "--storage", storage)
+        assert code == 2 and "written by schema version 99; this systolic-dse reads version 1" \
+            in err, (args, err)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("[sampler]", "colour = 'red'\n[sampler]"), "unknown key 'energy.colour'"),
+    (("n_trials = 5", "n_trials = 'many'"), "n_trials = 'many': input should be a valid "
+     "integer"),
+    (("{ min = 8, max = 128 }", "{ min = 100, max = 120 }"), "no power of two between 100 "
+     "and 120"),
+    (("{ min = 8, max = 128 }", "{ min = 64, max = 8 }"), "min = 64 > max = 8"),
+    (("cols = [8, 16, 32, 64, 128]", "cols = []"), "values must be a non-empty list"),
+    (('objectives = ["energy_pj", "cycles"]', 'objectives = ["joules"]'),
+     "unknown objective 'joules'"),
+    (('objectives = ["energy_pj", "cycles"]', 'objectives = ["energy_pj", "accuracy"]'),
+     "accuracy objectives and constraints need space.compression = true"),
+    (('model = "constant"', 'model = "nope"'), "unknown energy model 'nope'"),
+    (("pe_cycle_pj = 0.002", "pe_cycle_pj = -1"), "pe_cycle_pj = -1: expected a finite"),
+    (('name = "random"', 'name = "annealing"'), "sampler.name = 'annealing'"),
+    ((f'topology = "{TOPOLOGY}"', 'topology = "missing.csv"'), "missing.csv"),
+])
+def test_bad_study_files_create_nothing(tmp_path, edit, message):
+    text = ENERGY_STUDY.format(name="bad", n_trials=5, energy="constant",
+                               options="{ mac_pj = 0.04, pe_cycle_pj = 0.002 }")
+    assert edit[0] in text
+    path = tmp_path / "bad.toml"
+    path.write_text(text.replace(*edit))
+    code, _, err = _dse("run", str(path))
+    assert code == 2 and message in err and "\n" not in err, err
+    assert not (tmp_path / "bad.db").exists()  # no study, no trial, not even the file
+
+
+def test_storage_and_study_name_errors(tmp_path):
+    code, _, err = _dse("studies", "--storage", "postgresql+psycopg://nobody@127.0.0.1:1/x")
+    assert code == 2 and "storage postgresql+psycopg://nobody@127.0.0.1:1/x: cannot" in err
+    code, _, err = _dse("studies", "--storage", "nosuchdb://x")
+    assert code == 2 and "not a usable SQLAlchemy URL" in err or "cannot open" in err
+    storage = f"sqlite:///{tmp_path / 'r.db'}"
+    path = _energy_study(tmp_path / "s.toml", "known", 2, storage)
+    assert _dse("run", str(path), "--storage", storage)[0] == 0
+    code, _, err = _dse("pareto", "unknown", "--storage", storage)
+    assert code == 2 and "no study 'unknown'" in err and "studies: known" in err
+    code, _, err = _dse("show", "known", "7", "--storage", storage)
+    assert code == 2 and "has no trial 7" in err
+    code, _, err = _dse("pareto", "known", "--storage", storage, "--where", "energy is low")
+    assert code == 2 and "--where 'energy is low': expected METRIC OP NUMBER" in err
+    code, _, err = _dse("run", str(path), "--storage", storage, "--workers", "3")
+    assert code == 2 and "use --storage postgresql" in err
