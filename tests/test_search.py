@@ -41,17 +41,20 @@ options = {{options}}
 [sampler]
 name = "random"
 [scaling]
-heartbeat_interval_s = 1
-grace_period_s = 2
+heartbeat_interval_s = {{heartbeat}}
+grace_period_s = {{grace}}
 """
 
 
 def _energy_study(path: Path, name: str, n_trials: int, storage: str,
                   energy: str = "constant",
-                  options: str = "{ mac_pj = 0.04, pe_cycle_pj = 0.002 }") -> Path:
-    """The storage goes on the command line (``--storage``), not in the file."""
+                  options: str = "{ mac_pj = 0.04, pe_cycle_pj = 0.002 }",
+                  heartbeat: int = 5, grace: int = 60) -> Path:
+    """The storage goes on the command line (``--storage``), not in the file. Short
+    heartbeats only where a test kills a worker: on a busy 2-core machine a 2 s grace period
+    can expire for a live worker, whose trial is then failed and retried."""
     path.write_text(ENERGY_STUDY.format(name=name, n_trials=n_trials, energy=energy,
-                                        options=options))
+                                        options=options, heartbeat=heartbeat, grace=grace))
     return path
 
 
@@ -230,7 +233,7 @@ def test_a_killed_worker_trial_is_failed_and_retried(storage, tmp_path):
     install_metadata(site, "dse-sleepy", "dse_sleepy", {"sleepy": "dse_sleepy"})
     env = {"PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
     path = _energy_study(tmp_path / "s.toml", "killed", 8, storage, energy="sleepy",
-                         options="{ mac_pj = 0.04 }")
+                         options="{ mac_pj = 0.04 }", heartbeat=1, grace=3)
     victim = _worker(path, storage, 1, {**env, "SLEEPY_S": "60"})
     _wait_for(lambda: _load_quiet(storage, "killed") and any(
         t.state.name == "RUNNING" for t in _load(storage, "killed").trials))
@@ -238,7 +241,7 @@ def test_a_killed_worker_trial_is_failed_and_retried(storage, tmp_path):
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     killed = next(t for t in _load(storage, "killed").trials if t.state.name == "RUNNING")
-    survivor = _worker(path, storage, 2, {**env, "SLEEPY_S": "0.4"})
+    survivor = _worker(path, storage, 2, {**env, "SLEEPY_S": "0.5"})
     out = survivor.communicate(timeout=300)[0].decode()
     assert survivor.returncode == 0, out
     trials = {t.number: t for t in _load(storage, "killed").trials}
@@ -321,7 +324,8 @@ def test_a_database_of_another_schema_version_is_refused(storage, tmp_path):
 ])
 def test_bad_study_files_create_nothing(tmp_path, edit, message):
     text = ENERGY_STUDY.format(name="bad", n_trials=5, energy="constant",
-                               options="{ mac_pj = 0.04, pe_cycle_pj = 0.002 }")
+                               options="{ mac_pj = 0.04, pe_cycle_pj = 0.002 }",
+                               heartbeat=5, grace=60)
     assert edit[0] in text
     path = tmp_path / "bad.toml"
     path.write_text(text.replace(*edit))
