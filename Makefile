@@ -1,7 +1,9 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   creates .venv, installs systolic-dse, maps ResNet-20 on a 64x64 array, and
-#               charges LeNet-5 with the switching-activity model (trains it and characterises
-#               the PE on first use: about a minute)
+#   make demo   creates .venv, installs systolic-dse, and runs the main job: the quick-start
+#               search (studies/quickstart.toml: LeNet-5 on real MNIST digits, array shapes x
+#               per-layer weight compression) into a SQLite file beside the study, printing
+#               its Pareto front (first run ~5 minutes: it also trains LeNet-5 and
+#               characterises the PE; run it again and the study continues)
 #   make test   creates .venv, installs systolic-dse with its test tools, runs the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,10 +20,8 @@ $(BIN)/dse: pyproject.toml
 	touch $(BIN)/dse
 
 demo: $(BIN)/dse
-	$(BIN)/dse plugins
 	$(BIN)/dse map resnet20 --array 64x64
-	$(BIN)/dse energy resnet20 --array 64x64 --energy-model constant --mac-pj 0.04
-	$(BIN)/dse energy lenet5 --dataset mnist5k --array 64x64 --energy-model msb_hamming
+	$(BIN)/dse run studies/quickstart.toml
 
 test: $(BIN)/dse
 	$(BIN)/python -m pytest -q

@@ -18,7 +18,7 @@ from typing import Any
 
 from dse_core.errors import DseError
 
-__all__ = ["SCHEMA_VERSION", "ResultsDB", "open_storage", "list_studies", "load_study",
+__all__ = ["SCHEMA_VERSION", "MEMORY_URL", "ResultsDB", "open_storage", "list_studies", "load_study",
            "trial_rows", "pareto_rows", "trial_detail", "parse_where", "safe_url"]
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,17 @@ def _metadata() -> Any:
     return _METADATA
 
 
+_MEMORY: dict[str, Any] = {}
+MEMORY_URL = "memory"
+
+
 def _engine(url: str) -> Any:
     import sqlalchemy as sa
 
+    if url == MEMORY_URL:  # one process-wide in-memory database (benchmarks, notebooks)
+        if "engine" not in _MEMORY:
+            _MEMORY["engine"] = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
+        return _MEMORY["engine"]
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 60}
@@ -222,7 +230,8 @@ class ResultsDB:
 
 def open_storage(url: str, *, heartbeat_interval: int | None = None,
                  grace_period: int | None = None, max_retry: int = 0) -> Any:
-    """Optuna's RDB storage at ``url`` with heartbeats and retry of stale trials."""
+    """Optuna's RDB storage at ``url`` with heartbeats and retry of stale trials;
+    ``"memory"`` is one process-wide in-memory storage (no heartbeats needed)."""
     import warnings
 
     import optuna
@@ -230,6 +239,10 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if url == MEMORY_URL:
+        if "storage" not in _MEMORY:
+            _MEMORY["storage"] = optuna.storages.InMemoryStorage()
+        return _MEMORY["storage"]
     kwargs: dict[str, Any] = {}
     if heartbeat_interval:
         kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
