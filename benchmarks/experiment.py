@@ -12,6 +12,7 @@ Runs already in the output file are skipped, so an interrupted experiment resume
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import statistics
 import time
@@ -53,6 +54,14 @@ def run(args: argparse.Namespace) -> None:
                     f"seed={seed}", f"compression.accuracy_budget_pct={budget}",
                     f'energy.model="{guide}"', f'compression.policy="{policy}"',
                     f'compression.scheduler="{scheduler}"', *args.set])
+                # the study's scheduler options, restricted to what this scheduler takes
+                # (the ladder and fine-tune length stay the same for every method)
+                accepted = inspect.signature(
+                    registry.get("scheduler", scheduler).factory).parameters
+                options = {k: v for k, v in study.compression.scheduler_options.items()
+                           if k in accepted}
+                study = study.model_copy(update={"compression": study.compression.model_copy(
+                    update={"scheduler_options": options})})
                 started = time.perf_counter()
                 result, _, _ = run_compression(registry, study)
                 doc = result.to_json()

@@ -145,14 +145,22 @@ def _batches(fit: tuple[Any, Any], epochs: float, batch_size: int, seed: int, de
 
 
 def train_epochs(model: Any, fit: tuple[Any, Any], *, epochs: float, lr: float,
-                 batch_size: int, seed: int, device: str) -> None:
-    """QAT / fine-tuning: Adam and cross-entropy for ``epochs``; leaves ``model`` in eval."""
+                 batch_size: int, seed: int, device: str, optimizer: str = "sgd") -> None:
+    """QAT / fine-tuning with cross-entropy for ``epochs``; leaves ``model`` in eval.
+
+    ``sgd`` (momentum 0.9) is the default: its steps scale with the gradient, so a short
+    fine-tune of a trained network stays near it. A fresh Adam moves every weight by about
+    ``lr`` on each of its first steps whatever the gradient: 0.1 epoch of it took ResNet-20's
+    int8 baseline from 98.8 % to 79.6 % with nothing compressed."""
     import torch
 
     if epochs <= 0:
         return
     model.train()
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    if optimizer == "adam":
+        optimiser: Any = torch.optim.Adam(model.parameters(), lr=lr)
+    else:
+        optimiser = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     for x, y in _batches(fit, epochs, batch_size, seed, device):
         optimiser.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
@@ -181,7 +189,7 @@ class Session:
         t = self.study.training
         train_epochs(self.net.model, self.data["fit"], epochs=epochs, lr=t.lr,
                      batch_size=t.batch_size, seed=self.study.seed * 100_003 + self._calls,
-                     device=self.device)
+                     device=self.device, optimizer=t.optimizer)
 
     def _batches(self, epochs: float) -> Any:
         self._calls += 1
@@ -278,6 +286,9 @@ class Session:
             if n_levels >= FULL_LEVELS:
                 self.net.set_allowed(name, FULL_CODES)
                 continue
+            if not np.isfinite(weights[name]).all():
+                raise DseError(f"training diverged: layer {name} has non-finite weights; "
+                               f"lower training.lr (now {self.study.training.lr})")
             allowed = self.selector.select(SelectionRequest(
                 name, n_levels, self.guide.per_weight_pj[name], weights[name],
                 sensitivity.get(name)))

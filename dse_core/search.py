@@ -236,7 +236,8 @@ class Evaluator:
         from dse_core.compress import train_epochs
 
         train_epochs(net.model, data["fit"], epochs=s.training.qat_epochs, lr=s.training.lr,
-                     batch_size=s.training.batch_size, seed=s.seed * 100_003 + 1, device=device)
+                     batch_size=s.training.batch_size, seed=s.seed * 100_003 + 1, device=device,
+                     optimizer=s.training.optimizer)
         state = {k: v.detach().cpu() for k, v in net.model.state_dict().items()}
         atomic_write(path, lambda tmp: torch.save(state, tmp))
         return net

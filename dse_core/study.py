@@ -58,7 +58,8 @@ class Training(StudyModel):
     float_epochs: int = Field(5, ge=1)
     qat_epochs: float = Field(2.0, ge=0)
     final_epochs: float = Field(2.0, ge=0)
-    lr: float = Field(5e-4, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
     batch_size: int = Field(64, ge=1)
     tune_images: int = Field(500, ge=1, description="held out of the training split for the "
                              "schedule's accept/revert decisions")
