@@ -464,8 +464,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.Abort:
-        click.echo("aborted", err=True)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("interrupted (a search keeps its finished trials: run it again to "
+                   "continue)", err=True)
         sys.exit(130)
     sys.exit(status if isinstance(status, int) else 0)
 

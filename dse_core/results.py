@@ -18,8 +18,8 @@ from typing import Any
 
 from dse_core.errors import DseError
 
-__all__ = ["SCHEMA_VERSION", "MEMORY_URL", "ResultsDB", "open_storage", "list_studies", "load_study",
-           "trial_rows", "pareto_rows", "trial_detail", "parse_where", "safe_url"]
+__all__ = ["SCHEMA_VERSION", "MEMORY_URL", "ResultsDB", "open_storage", "list_studies",
+           "load_study", "trial_rows", "pareto_rows", "trial_detail", "parse_where", "safe_url"]
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1

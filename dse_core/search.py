@@ -65,18 +65,28 @@ def provenance(registry: Registry, study: SearchStudy) -> dict[str, Any]:
 def validate(registry: Registry, study: SearchStudy) -> None:
     """Everything that can be checked before a database or a study is created: plugin names
     and options, the workload, the sampler's options."""
-    for df in study.space.dataflow:
-        instantiate(registry.get("mapping", f"{df}_tile"))
-    instantiate(registry.get("energy_model", study.energy.model), study.energy.options)
+    from pathlib import Path
+
+    mappers = [instantiate(registry.get("mapping", f"{df}_tile"))
+               for df in study.space.dataflow]
+    model = instantiate(registry.get("energy_model", study.energy.model), study.energy.options)
     w = study.workload
-    if w.topology:
+    if w.checkpoint and not Path(w.checkpoint).exists():
+        raise DseError(f"workload.checkpoint = {w.checkpoint!r}: no such file")
+    if w.dataset:
+        registry.get("model", (w.model or "").split(":")[0])
+        registry.get("dataset", w.dataset)
+    else:  # no statistics: the energy model must work without them; try it on one layer
         from dse_core.workloads import load_workload
 
-        load_workload(registry, w.topology)
-    else:
-        registry.get("model", (w.model or "").split(":")[0])
-        if w.dataset:
-            registry.get("dataset", w.dataset)
+        layer = load_workload(registry, w.topology or w.model or "")[0]
+        array = ArrayConfig(study.space.rows.choices()[0], study.space.cols.choices()[0],
+                            dataflow=study.space.dataflow[0])
+        try:
+            model.layer_energy(layer, mappers[0].map(layer, array))
+        except DseError as exc:
+            raise DseError(f"energy.model = {study.energy.model!r} cannot charge this "
+                           f"workload without a dataset: {exc}") from exc
     knobs: dict[str, Any] = {}
     if study.space.compression:
         c = study.compression

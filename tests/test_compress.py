@@ -150,4 +150,4 @@ def test_overrides_and_defaults(tmp_path):
                               'compression.policy="lowest_energy"'])
     assert study.compression.accuracy_budget_pct == 3.0 and study.array.rows == 32
     assert study.compression.policy == "lowest_energy" and study.name == "tiny"
-    assert study.training.lr == 5e-4
+    assert study.training.lr == 1e-3 and study.training.optimizer == "sgd"

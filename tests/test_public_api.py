@@ -4,13 +4,13 @@ import dse_core
 def test_public_api_is_pinned():
     assert sorted(dse_core.__all__) == sorted([
         "AllowedSet", "ArrayConfig", "ArrayMapping", "CharacterizerPlugin", "CommandPlugin",
-        "CompressionPlan", "CompressionSession", "DatasetPlugin", "DseError", "EnergyModel", "EnergyModelPlugin",
-        "FoldTile", "Knob", "LayerEnergy", "LayerMapping", "LayerScheduler", "LayerSpec", "MappingPlugin", "ModelPlugin",
-        "NetworkEnergy", "NetworkEvaluation", "PluginConflictError", "PluginRecord",
-        "Registry", "SchedulerPlugin", "SelectionRequest", "SelectorPlugin",
-        "UnknownPluginError", "ValidationError", "WeightSelector", "__version__", "build_registry", "evaluate_network",
-        "get_registry", "hookimpl", "instantiate", "layers_from_module", "load_workload",
-        "map_network",
+        "CompressionPlan", "CompressionSession", "DatasetPlugin", "DseError", "EnergyModel",
+        "EnergyModelPlugin", "FoldTile", "Knob", "LayerEnergy", "LayerMapping", "LayerScheduler",
+        "LayerSpec", "MappingPlugin", "ModelPlugin", "NetworkEnergy", "NetworkEvaluation",
+        "PluginConflictError", "PluginRecord", "Registry", "SchedulerPlugin", "SelectionRequest",
+        "SelectorPlugin", "UnknownPluginError", "ValidationError", "WeightSelector",
+        "__version__", "build_registry", "evaluate_network", "get_registry", "hookimpl",
+        "instantiate", "layers_from_module", "load_workload", "map_network",
     ])
     for name in dse_core.__all__:
         assert hasattr(dse_core, name), name

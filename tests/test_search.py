@@ -194,9 +194,9 @@ def test_two_workers_record_every_trial_once(storage, tmp_path):
     states = _states(study)
     # the global budget holds up to one trial both workers started at the last moment
     assert states.get("FAIL", 0) == 0 and 40 <= states["COMPLETE"] <= 41
-    from dse_core.results import ResultsDB
-
     import sqlalchemy as sa
+
+    from dse_core.results import ResultsDB
 
     db = ResultsDB(storage, create=False)
     with db.engine.connect() as conn:
@@ -293,9 +293,9 @@ def test_a_plugin_raising_in_a_trial_fails_that_trial_only(storage, tmp_path):
 def test_a_database_of_another_schema_version_is_refused(storage, tmp_path):
     path = _energy_study(tmp_path / "s.toml", "v", 2, storage)
     assert _dse("run", str(path), "--storage", storage)[0] == 0
-    from dse_core.results import ResultsDB
-
     import sqlalchemy as sa
+
+    from dse_core.results import ResultsDB
 
     with ResultsDB(storage).engine.begin() as conn:
         conn.execute(sa.text("UPDATE dse_schema SET version = 99"))
@@ -350,3 +350,13 @@ def test_storage_and_study_name_errors(tmp_path):
     assert code == 2 and "--where 'energy is low': expected METRIC OP NUMBER" in err
     code, _, err = _dse("run", str(path), "--storage", storage, "--workers", "3")
     assert code == 2 and "use --storage postgresql" in err
+
+
+def test_run_with_two_workers(storage, tmp_path):
+    path = _energy_study(tmp_path / "s.toml", "duo", 24, storage)
+    code, out, err = _dse("run", str(path), "--storage", storage, "--workers", "2",
+                          "--format", "json")
+    assert code == 0, err
+    states = _states(_load(storage, "duo"))
+    assert states.get("FAIL", 0) == 0 and 24 <= states["COMPLETE"] <= 25
+    assert json.loads(out)["meta"]["pareto_front"] >= 1
