@@ -395,7 +395,8 @@ def run_worker(registry: Registry, study: SearchStudy, *, worker_index: int = 0,
     evaluator = Evaluator(registry, study, db, progress=progress)
     sampler = make_sampler(study, worker_index, evaluator.knobs)
     optuna_study = create_or_load(study, storage, sampler)
-    if worker_index == 0:  # `dse run` sets the global budget that `dse worker --study` reads
+    # the global budget that `dse worker --study NAME` reads back
+    if optuna_study.user_attrs.get("n_trials") != study.n_trials:
         optuna_study.set_user_attr("n_trials", study.n_trials)
     bar = None
     if progress:

@@ -360,3 +360,14 @@ def test_run_with_two_workers(storage, tmp_path):
     states = _states(_load(storage, "duo"))
     assert states.get("FAIL", 0) == 0 and 24 <= states["COMPLETE"] <= 25
     assert json.loads(out)["meta"]["pareto_front"] >= 1
+
+
+def test_a_worker_joins_by_study_name(storage, tmp_path):
+    path = _energy_study(tmp_path / "s.toml", "joined", 5, storage)
+    assert _dse("run", str(path), "--storage", storage)[0] == 0
+    _load(storage, "joined").set_user_attr("n_trials", 9)  # as a bigger `dse run` would
+    code, _, err = _dse("worker", "--study", "joined", "--storage", storage)
+    assert code == 0, err
+    assert _states(_load(storage, "joined")) == {"COMPLETE": 9}
+    code, _, err = _dse("worker", "--study", "nobody", "--storage", storage)
+    assert code == 2 and "no study 'nobody'" in err
