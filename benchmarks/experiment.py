@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> None:
                 with out.open("a") as f:
                     f.write(json.dumps(row) + "\n")
                 print(f"{method:20s} budget {budget}% seed {seed}: "
-                      f"-{row['mac_reduction_pct']:.1f} % MAC energy, drop "
+                      f"{-row['mac_reduction_pct']:+.1f} % MAC energy, drop "
                       f"{row['accuracy_drop']:.2f}, {row['wall_s']:.0f} s", flush=True)
 
 
