@@ -214,13 +214,13 @@ from plugins.energy_constant import ConstantEnergy
 
 class Sleepy(ConstantEnergy):
     def layer_energy(self, layer, mapping, **kw):
-        if layer.name == "Conv1":
+        if layer.name == "Conv2_1a":  # not the first layer, which validation charges once
             time.sleep(float(os.environ.get("SLEEPY_S", "0")))
         return super().layer_energy(layer, mapping, **kw)
 
 @hookimpl
 def dse_register_energy_models(register):
-    register(EnergyModelPlugin(name="sleepy", factory=Sleepy, summary="sleeps in Conv1"))
+    register(EnergyModelPlugin(name="sleepy", factory=Sleepy, summary="sleeps in Conv2_1a"))
 '''
 
 
@@ -234,9 +234,15 @@ def test_a_killed_worker_trial_is_failed_and_retried(storage, tmp_path):
     env = {"PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
     path = _energy_study(tmp_path / "s.toml", "killed", 8, storage, energy="sleepy",
                          options="{ mac_pj = 0.04 }", heartbeat=1, grace=3)
-    victim = _worker(path, storage, 1, {**env, "SLEEPY_S": "60"})
-    _wait_for(lambda: _load_quiet(storage, "killed") and any(
-        t.state.name == "RUNNING" for t in _load(storage, "killed").trials))
+    victim = _worker(path, storage, 1, {**env, "SLEEPY_S": "120"})
+
+    def victim_running() -> bool:
+        if victim.poll() is not None:  # it must not end by itself
+            raise AssertionError(victim.communicate()[0].decode())
+        return _load_quiet(storage, "killed") and any(
+            t.state.name == "RUNNING" for t in _load(storage, "killed").trials)
+
+    _wait_for(victim_running, timeout_s=240)
     time.sleep(1.5)  # let it write a heartbeat
     victim.send_signal(signal.SIGKILL)
     victim.wait()
