@@ -46,6 +46,9 @@ def _prepare(ctx: click.Context, study: Any) -> Any:
                        f"spec ({', '.join(changed)} changed); give it a new name")
     if existing is None:
         db.record_study(study.name, spec, prov)
+    from dse_core.results import open_storage
+
+    open_storage(study.storage)  # Optuna's schema exists before any worker starts
     return registry
 
 

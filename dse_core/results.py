@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -134,7 +135,15 @@ class ResultsDB:
         elif not create and not require:
             return
         elif create:
-            md.create_all(self.engine)
+            for attempt in range(5):  # concurrent workers on a fresh database may race here
+                try:
+                    md.create_all(self.engine)
+                    break
+                except (sa.exc.IntegrityError, sa.exc.ProgrammingError,
+                        sa.exc.OperationalError):
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.5 * (attempt + 1))
             try:
                 with self.engine.begin() as conn:
                     conn.execute(self.t["dse_schema"].insert().values(
@@ -250,12 +259,20 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
                       .RetryHeartbeatStaleTrialCallback(max_retry=max_retry))
     engine_kwargs = ({"connect_args": {"timeout": 60}} if url.startswith("sqlite")
                      else {"pool_pre_ping": True})
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-    except (sa.exc.OperationalError, sa.exc.ArgumentError, sa.exc.NoSuchModuleError,
-            ImportError) as exc:
-        first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        raise DseError(f"storage {safe_url(url)}: cannot open ({first})") from exc
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+            # two workers creating Optuna's schema at once on a fresh PostgreSQL race on
+            # CREATE TYPE / CREATE TABLE; the loser retries and finds the schema there
+            if attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+        except (sa.exc.OperationalError, sa.exc.ArgumentError, sa.exc.NoSuchModuleError,
+                ImportError) as exc:
+            first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            raise DseError(f"storage {safe_url(url)}: cannot open ({first})") from exc
+    raise AssertionError("unreachable")
 
 
 def list_studies(url: str) -> list[dict[str, Any]]:

@@ -91,7 +91,7 @@ def _dse(*args: str) -> tuple[int, str, str]:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     del main
-    return result.exit_code or 0, result.output, ""
+    return result.exit_code or 0, result.stdout, ""
 
 
 def _load(storage: str, name: str):
