@@ -271,6 +271,9 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
         except (sa.exc.OperationalError, sa.exc.ArgumentError, sa.exc.NoSuchModuleError,
                 ImportError) as exc:
             first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            if attempt < 4 and ("already exists" in first or "locked" in first):
+                time.sleep(0.5 * (attempt + 1))  # SQLite's form of the same race
+                continue
             raise DseError(f"storage {safe_url(url)}: cannot open ({first})") from exc
     raise AssertionError("unreachable")
 
