@@ -21,6 +21,7 @@ replaced by :class:`QuantLayer` s:
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -138,14 +139,10 @@ def _layer_class() -> Any:
     return QuantLayer
 
 
-_QUANT_LAYER: Any = None
-
-
+@functools.cache
 def _quant_layer_type() -> Any:
-    global _QUANT_LAYER
-    if _QUANT_LAYER is None:
-        _QUANT_LAYER = _layer_class()
-    return _QUANT_LAYER
+    """The QuantLayer class, built on first use so importing this module needs no torch."""
+    return _layer_class()
 
 
 @dataclass

@@ -9,6 +9,7 @@ each compression plan, shared by every trial and worker of a study).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -67,14 +68,10 @@ def _tables() -> Any:
     return md
 
 
-_METADATA: Any = None
-
-
+@functools.cache
 def _metadata() -> Any:
-    global _METADATA
-    if _METADATA is None:
-        _METADATA = _tables()
-    return _METADATA
+    """Our tables' SQLAlchemy metadata, built on first use (no sqlalchemy import before)."""
+    return _tables()
 
 
 _MEMORY: dict[str, Any] = {}
