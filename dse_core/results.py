@@ -355,8 +355,15 @@ def pareto_rows(study: Any, where: str | None = None) -> list[dict[str, Any]]:
     seen: set[tuple[Any, ...]] = set()
     rows = []
     for t in sorted(study.best_trials, key=lambda t: t.number):
-        key = tuple(sorted((k, str(v)) for k, v in t.params.items()))
-        if key not in seen:  # a discrete space repeats designs: show each once
+        # a design is its array and, when compressing, its plan: knob values that give the
+        # same plan are the same design, and a discrete space repeats designs
+        design = {k: v for k, v in t.params.items() if k in ("rows", "cols", "dataflow")}
+        if "plan" in t.user_attrs:
+            design["plan"] = json.dumps(t.user_attrs["plan"], sort_keys=True)
+        else:
+            design = dict(t.params)
+        key = tuple(sorted((k, str(v)) for k, v in design.items()))
+        if key not in seen:
             seen.add(key)
             rows.append(_row(t))
     rows = [r for r in rows if _matches(r, conditions)]
