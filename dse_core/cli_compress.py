@@ -55,13 +55,8 @@ def compress_cmd(ctx: click.Context, study_file: str, overrides: Sequence[str],
     registry = _registry(ctx)
     result, net, _ = run_compression(registry, study, progress=sys.stderr.isatty())
     out = Path(output_dir or Path("results") / study.name)
-    splits_meta = result.study["workload"]
-    from dse_core.data import load_dataset
-
-    splits = load_dataset(registry, study.workload.dataset)
     model_path = save_compressed(out / "model.npz", net, {
-        "model": splits_meta["model"], "dataset": splits.name,
-        "input_shape": list(splits.input_shape), "num_classes": splits.num_classes,
+        **result.model_meta,
         "study": study.name, "accuracy": result.compressed_accuracy,
         "mac_energy_pj": result.compressed_mac_pj})
     doc = result.to_json()

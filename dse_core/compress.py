@@ -82,6 +82,8 @@ class CompressionResult:
     wall_s: float = 0.0
     device: str = "cpu"
     plugins: dict[str, str] = field(default_factory=dict)
+    #: what the saved model needs to be rebuilt: dataset name, input shape, classes
+    model_meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def reduction_pct(self) -> float:
@@ -117,9 +119,9 @@ class _EnergyView:
             self.per_weight_pj[key] = self.per_weight_pj.get(key, 0.0) + m.streamed * curve
 
     def mac_pj(self, codes: Mapping[str, np.ndarray]) -> dict[str, float]:
-        return {name: float(np.bincount(c.ravel().astype(np.int64) + 128, minlength=256)
-                            @ curve) for name, curve in self.per_weight_pj.items()
-                for c in [codes[name]]}
+        return {name: float(np.bincount(codes[name].ravel().astype(np.int64) + 128,
+                                        minlength=256) @ curve)
+                for name, curve in self.per_weight_pj.items()}
 
     def total_pj(self, codes: Mapping[str, np.ndarray]) -> float:
         return sum(self.model.layer_energy(
@@ -414,5 +416,8 @@ def run_compression(registry: Registry, study: CompressStudy, *, progress: bool 
         baseline_mac_pj=sum(before.values()), compressed_mac_pj=sum(after.values()),
         baseline_total_pj=report.total_pj(base_codes), compressed_total_pj=report.total_pj(codes),
         layers=layers, steps=session.steps, wall_s=time.perf_counter() - started,
-        device=device, plugins=versions)
+        device=device, plugins=versions,
+        model_meta={"model": study.workload.model, "dataset": splits.name,
+                    "input_shape": list(splits.input_shape),
+                    "num_classes": splits.num_classes})
     return result, net, session

@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from dse_core.errors import DseError
@@ -113,6 +114,10 @@ class ResultsDB:
         import sqlalchemy as sa
 
         self.url = url
+        path = sa.engine.make_url(url).database if url.startswith("sqlite") else None
+        if not create and path and path != ":memory:" and not Path(path).exists():
+            # reading must not leave an empty database file behind a mistyped path
+            raise DseError(f"storage {url}: no such database file")
         self.engine = _engine(url)
         md = _metadata()
         self.t = md.tables

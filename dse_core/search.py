@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,8 +66,6 @@ def provenance(registry: Registry, study: SearchStudy) -> dict[str, Any]:
 def validate(registry: Registry, study: SearchStudy) -> None:
     """Everything that can be checked before a database or a study is created: plugin names
     and options, the workload, the sampler's options."""
-    from pathlib import Path
-
     mappers = [instantiate(registry.get("mapping", f"{df}_tile"))
                for df in study.space.dataflow]
     model = instantiate(registry.get("energy_model", study.energy.model), study.energy.options)
@@ -198,6 +197,8 @@ class Evaluator:
         compress_study = CompressStudy.model_validate({
             "name": s.name, "seed": s.seed,
             "workload": {"model": s.workload.model, "dataset": s.workload.dataset},
+            # the session's budget is unused here (a search applies plans, it does not run
+            # the schedule's accept/revert loop); any valid value will do
             "compression": {**c.model_dump(), "accuracy_budget_pct":
                             s.constraints.accuracy_budget_pct or 50.0},
             "training": s.training.model_dump(exclude={"fine_tune_epochs"})})
@@ -236,7 +237,7 @@ class Evaluator:
         net = quantize_network(model.to(device).eval(), [
             b.to(device) for b in x_fit[:n_cal].split(s.training.batch_size)],
             x_fit[:1].to(device))
-        digest = hashlib.sha256(open(meta["path"], "rb").read()).hexdigest()[:16]
+        digest = hashlib.sha256(Path(meta["path"]).read_bytes()).hexdigest()[:16]
         key = content_hash("qat-baseline/1", digest, s.model_dump_json(include={
             "seed", "training"}))
         path = cache_dir("qat") / f"{key}.pt"

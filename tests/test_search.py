@@ -345,6 +345,9 @@ def test_storage_and_study_name_errors(tmp_path):
     assert code == 2 and "storage postgresql+psycopg://nobody@127.0.0.1:1/x: cannot" in err
     code, _, err = _dse("studies", "--storage", "nosuchdb://x")
     assert code == 2 and "not a usable SQLAlchemy URL" in err or "cannot open" in err
+    code, _, err = _dse("studies", "--storage", f"sqlite:///{tmp_path / 'typo.db'}")
+    assert code == 2 and "no such database file" in err
+    assert not (tmp_path / "typo.db").exists()
     storage = f"sqlite:///{tmp_path / 'r.db'}"
     path = _energy_study(tmp_path / "s.toml", "known", 2, storage)
     assert _dse("run", str(path), "--storage", storage)[0] == 0

@@ -85,7 +85,7 @@ def test_energy_accuracy_drops_unused_codes_first_and_never_zero(registry):
     energy = np.ones(256)
     codes = _make(registry, "selector", "energy_accuracy").select(
         SelectionRequest("l", 5, energy, weights)).codes
-    assert codes == (-50, 0, 10, 80) or set(codes) >= {-50, 0, 10, 80}
+    assert len(codes) == 5 and set(codes) >= {-50, 0, 10, 80}  # every used code kept
     one = _make(registry, "selector", "energy_accuracy").select(
         SelectionRequest("l", 1, energy, weights)).codes
     assert one == (0,)
