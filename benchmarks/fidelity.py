@@ -87,14 +87,15 @@ def main() -> None:
             stats = inputs.stats.layers[layer.name]
             mapping = mapper.map(layer, array)
             folds = exact.sampled_folds(layer, mapping, stats, char)
-            e = sum(f["exact_pj"] for f in folds)
+            # folds weighed by their size (a partial fold counts for its busy PEs)
+            e = sum(f["exact_pj"] * f["scale"] for f in folds)
             totals["exact"] += e
             reference = exact_curve(exact, layer, mapping, stats, char,
                                     args.curve_transitions, seed=i)
             cells = []
             for m, model in models.items():
                 curve = model.per_weight_energy(layer, stats, char)
-                est = sum(curve[f["cycle_weights"] + 128].sum() for f in folds)
+                est = sum(curve[f["cycle_weights"] + 128].sum() * f["scale"] for f in folds)
                 totals[m] += est
                 worst[m] = max(worst[m], abs(est - e) / e)
                 rhos[m].append(float(spearmanr(curve, reference).statistic))

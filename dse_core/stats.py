@@ -14,10 +14,18 @@ For each conv/linear layer of an int8 network and an array of ``rows`` rows:
 - ``psum_magnitude[b]``: the probability that the partial sum entering a PE has bit length b
   (0 for p = 0): small sums flip sign, and with it the adder's sign-extension bits, when the
   product changes; large ones do not.
+- ``cycle_classes[k]``: the joint class of a busy PE-cycle (:func:`cycle_class`): whether the
+  partial sum changes, its MSB-Hamming group, and whether the PE's own activation changes.
+  The three are strongly dependent (a background pixel that holds usually sits under partial
+  sums that hold too), so the layer-aware model uses this joint distribution.
+- ``calibration_cycles`` (4, M) = (a, a', p, p') with ``calibration_class`` (M,): a stratified
+  sample of real PE-cycles, ``calibration_per_class`` per class present (drawn with
+  replacement, each class in proportion to where its cycles are), taken from the same
+  consecutive-vector pairs. The layer-aware model substitutes every weight code into them.
 
-Transitions are sampled uniformly (``max_transitions`` activation pairs and ``psum_pixels``
-consecutive-vector pairs for the psums, per layer, spread over the batches) so collecting
-stays within a few inference passes. The layer's
+Transitions are sampled uniformly (``max_transitions`` activation pairs; for the psums,
+consecutive-vector pairs up to ``psum_pe_cycles`` busy PE-cycles per layer, at least 32 pairs;
+both spread over the batches) so collecting stays within a few inference passes. The layer's
 int8 weight codes and short runs of consecutive im2col rows, taken at random places, are kept
 too: the ``exact`` energy model replays them through the PE netlist.
 """
@@ -37,10 +45,11 @@ from dse_core.cache import atomic_write, content_hash
 from dse_core.errors import DseError, ValidationError
 from dse_core.types import LayerSpec, default_psum_bits
 
-__all__ = ["LayerStats", "NetworkStats", "collect_stats", "psum_group", "STATS_FORMAT"]
+__all__ = ["LayerStats", "NetworkStats", "collect_stats", "cycle_class", "psum_group",
+           "STATS_FORMAT"]
 
 log = logging.getLogger(__name__)
-STATS_FORMAT = "systolic-dse-stats/8"
+STATS_FORMAT = "systolic-dse-stats/10"
 PRODUCT_BITS = 16
 
 
@@ -49,6 +58,20 @@ def psum_group(p: np.ndarray, p_next: np.ndarray, psum_bits: int, msb_bits: int)
     diff = (np.asarray(p, dtype=np.int64) ^ np.asarray(p_next, dtype=np.int64))
     top = (diff >> (psum_bits - msb_bits)) & ((1 << msb_bits) - 1)
     return np.bitwise_count(top).astype(np.int64)
+
+
+def cycle_class(a: np.ndarray, a_next: np.ndarray, p: np.ndarray, p_next: np.ndarray,
+                psum_bits: int, msb_bits: int) -> np.ndarray:
+    """Class of a PE-cycle, with ``c`` = [a' ≠ a]: a partial sum that holds gives class
+    ``c`` (0 or 1), one that changes with MSB-Hamming group g gives ``2 + 2g + c``. There are
+    ``2 + 2 (msb_bits + 1)`` classes."""
+    moved = (np.asarray(a) != np.asarray(a_next)).astype(np.int64)
+    changed = np.asarray(p) != np.asarray(p_next)
+    return np.where(changed, 2 + 2 * psum_group(p, p_next, psum_bits, msb_bits) + moved, moved)
+
+
+def n_cycle_classes(msb_bits: int) -> int:
+    return 2 + 2 * (msb_bits + 1)
 
 
 def _probabilities(owner: str, name: str, value: np.ndarray, shape: tuple[int, ...]) -> None:
@@ -75,6 +98,9 @@ class LayerStats:
     n_psum_transitions: int
     psum_unchanged: float = 0.0
     psum_magnitude: np.ndarray | None = None
+    cycle_classes: np.ndarray | None = None        # (2 + 2 (msb_bits + 1),) probabilities
+    calibration_cycles: np.ndarray | None = None   # int64 (4, M): a, a', p, p'
+    calibration_class: np.ndarray | None = None    # int64 (M,)
     global_act_transitions: np.ndarray | None = field(default=None, repr=False)
     global_psum_groups: np.ndarray | None = field(default=None, repr=False)
     global_psum_unchanged: float | None = field(default=None, repr=False)
@@ -101,6 +127,20 @@ class LayerStats:
         if not 0 < self.msb_bits <= self.psum_bits:
             raise ValidationError.field(owner, "msb_bits", self.msb_bits,
                                         f"1..psum_bits={self.psum_bits}")
+        classes = n_cycle_classes(self.msb_bits)
+        if self.cycle_classes is not None:
+            _probabilities(owner, "cycle_classes", self.cycle_classes, (classes,))
+        cycles, kinds = self.calibration_cycles, self.calibration_class
+        if (cycles is None) != (kinds is None):
+            raise ValidationError(f"{owner}: calibration_cycles and calibration_class come "
+                                  "together")
+        if cycles is not None and kinds is not None:
+            if cycles.ndim != 2 or cycles.shape[0] != 4 or kinds.shape != cycles.shape[1:]:
+                raise ValidationError.field(owner, "calibration_cycles", cycles.shape,
+                                            f"(4, M) with calibration_class (M,) = {kinds.shape}")
+            if len(kinds) and (kinds.min() < 0 or kinds.max() >= classes):
+                raise ValidationError.field(owner, "calibration_class", int(kinds.max()),
+                                            f"classes 0..{classes - 1}")
 
     @property
     def weight_histogram(self) -> np.ndarray:
@@ -153,8 +193,9 @@ class NetworkStats:
         layer_meta = []
         for i, (name, s) in enumerate(self.layers.items()):
             for key in ("act_transitions", "psum_groups", "psum_magnitude", "weight_codes",
-                        "activation_sample"):
-                arrays[f"{i}.{key}"] = getattr(s, key)
+                        "activation_sample", *_OPTIONAL_ARRAYS):
+                if getattr(s, key) is not None:
+                    arrays[f"{i}.{key}"] = getattr(s, key)
             layer_meta.append({"name": name, "rows": s.rows, "psum_bits": s.psum_bits,
                                "msb_bits": s.msb_bits, "n_act": s.n_act_transitions,
                                "n_psum": s.n_psum_transitions,
@@ -188,10 +229,24 @@ class NetworkStats:
                         weight_codes=data[f"{i}.weight_codes"],
                         activation_sample=data[f"{i}.activation_sample"],
                         n_act_transitions=lm["n_act"], n_psum_transitions=lm["n_psum"],
-                        psum_unchanged=lm["psum_unchanged"])
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+                        psum_unchanged=lm["psum_unchanged"],
+                        **{k: data[f"{i}.{k}"] if f"{i}.{k}" in data else None
+                           for k in _OPTIONAL_ARRAYS})
+        except (OSError, ValueError, KeyError, json.JSONDecodeError,
+                ValidationError) as exc:
             raise DseError(f"{path}: not a readable statistics file ({exc})") from exc
         return cls(header["fingerprint"], header["meta"], layers)
+
+
+def _bit_length(values: np.ndarray) -> np.ndarray:
+    """Bit length of |v| for int32 values (0 for 0): smear the top bit down, count ones."""
+    x = np.abs(values.astype(np.int64)).astype(np.uint32)
+    for shift in (1, 2, 4, 8, 16):
+        x |= x >> shift
+    return np.bitwise_count(x)
+
+
+_OPTIONAL_ARRAYS = ("cycle_classes", "calibration_cycles", "calibration_class")
 
 
 def model_fingerprint(layers: Sequence[LayerSpec], codes: Mapping[str, np.ndarray]) -> str:
@@ -262,7 +317,8 @@ class _LayerAccumulator:
 
     def __init__(self, spec: LayerSpec, codes: np.ndarray, rows: int, psum_bits: int,
                  msb_bits: int, act_budget: int, psum_pixels: int, sample_pixels: int,
-                 windows_per_batch: int, max_windows: int, rng: np.random.Generator) -> None:
+                 windows_per_batch: int, max_windows: int, rng: np.random.Generator,
+                 per_class: int) -> None:
         import torch
 
         self.spec, self.rows = spec, rows
@@ -272,7 +328,7 @@ class _LayerAccumulator:
         self.codes = codes.reshape(g, n, k).transpose(0, 2, 1).copy()
         self.act_budget, self.psum_pixels, self.sample_pixels = act_budget, psum_pixels, \
             sample_pixels
-        self.rng = rng
+        self.rng, self.per_class = rng, per_class
         self.windows_per_batch, self.max_windows = windows_per_batch, max_windows
         self.lo, self.hi = 0.0, 0.0
         self.act_pairs: list[tuple[Any, Any]] = []
@@ -322,30 +378,55 @@ class _LayerAccumulator:
         before = activation_codes(torch.cat([a for a, _ in self.act_pairs]), quant).long()
         after = activation_codes(torch.cat([b for _, b in self.act_pairs]), quant).long()
         act_counts = torch.bincount(before * 256 + after, minlength=65536).numpy()
-        psum_counts = np.zeros(self.msb_bits + 1, dtype=np.int64)
-        unchanged = 0
         magnitude = np.zeros(self.psum_bits, dtype=np.int64)
+        class_counts = np.zeros(n_cycle_classes(self.msb_bits), dtype=np.int64)
+        candidates: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         rows, k = self.rows, self.spec.gemm_k
         folds = self.weights.shape[1] // rows
-        # all sampled vector pairs of all batches at once: (groups, 2, P, K)
         codes = activation_codes(torch.cat(self.psum_rows, dim=2), quant).to(torch.int32)
         pairs = codes.shape[2]
+        # chunks of vector pairs bound the (2, pairs, K, N) partial-sum tensors' memory
+        chunk = max(1, (1 << 22) // (folds * rows * self.weights.shape[2]))
         for group in range(self.spec.groups):
-            a = torch.zeros(2, pairs, folds * rows, dtype=torch.int32)
-            a[:, :, :k] = codes[group]
-            prod = a[..., None] * self.weights[group]                     # (2, P, Kp, N)
-            prod = prod.reshape(2, pairs, folds, rows, -1)
-            p_in = torch.cumsum(prod, dim=3) - prod                        # rows above only
-            # busy PEs are exactly the first K of the padded rows: slice, don't mask
-            p_in = p_in.reshape(2, pairs, folds * rows, -1)[:, :, :k]
-            held, moved = p_in[0].numpy().ravel(), p_in[1].numpy().ravel()
-            diff = held ^ moved
-            top = (diff >> (self.psum_bits - self.msb_bits)) & ((1 << self.msb_bits) - 1)
-            psum_counts += np.bincount(np.bitwise_count(top), minlength=self.msb_bits + 1)
-            unchanged += int(np.count_nonzero(diff == 0))
-            length = np.minimum(np.frexp(np.abs(held).astype(np.float64))[1],
-                                self.psum_bits - 1)  # bit length of |p|, 0 for p = 0
-            magnitude += np.bincount(length, minlength=self.psum_bits)
+            for lo in range(0, pairs, chunk):
+                part = codes[group, :, lo:lo + chunk]
+                a = torch.zeros(2, part.shape[1], folds * rows, dtype=torch.int32)
+                a[:, :, :k] = part
+                prod = a[..., None] * self.weights[group]                 # (2, P, Kp, N)
+                prod = prod.reshape(2, part.shape[1], folds, rows, -1)
+                p_in = torch.cumsum(prod, dim=3) - prod                    # rows above only
+                # busy PEs are exactly the first K of the padded rows: slice, don't mask
+                p_in = p_in.reshape(2, part.shape[1], folds * rows, -1)[:, :, :k]
+                held = p_in[0].numpy().reshape(-1)                         # (P * K * N,)
+                moved = p_in[1].numpy().reshape(-1)
+                n = p_in.shape[-1]
+                diff = held ^ moved
+                group = np.bitwise_count((diff >> (self.psum_bits - self.msb_bits))
+                                         & ((1 << self.msb_bits) - 1))
+                magnitude += np.bincount(np.minimum(_bit_length(held), self.psum_bits - 1),
+                                         minlength=self.psum_bits)
+                act0, act1 = part[0].numpy().reshape(-1), part[1].numpy().reshape(-1)
+                act_moved = np.repeat((act0 != act1).astype(np.uint8), n)   # per PE-cycle
+                kinds = np.where(diff != 0, 2 + 2 * group + act_moved, act_moved)  # cycle_class
+                counts = np.bincount(kinds, minlength=len(class_counts))
+                class_counts += counts
+                # per_class members of each class: from one batch of uniform draws where the
+                # class is common enough, else from its member list
+                draws = self.rng.integers(0, len(kinds), 128 * self.per_class)
+                drawn_kinds = kinds[draws]
+                for kind in np.flatnonzero(counts):
+                    picks = draws[drawn_kinds == kind][:self.per_class]
+                    if len(picks) < self.per_class:
+                        picks = self.rng.choice(np.flatnonzero(kinds == kind), self.per_class)
+                    candidates.append((np.stack([act0[picks // n], act1[picks // n],
+                                                 held[picks], moved[picks]]).astype(np.int64),
+                                       np.full(self.per_class, kind),
+                                       np.full(self.per_class, counts[kind], np.float64)))
+        # psum groups and unchanged psums follow from the classes: a psum that holds is group 0
+        psum_counts = class_counts[2::2] + class_counts[3::2]
+        psum_counts[0] += class_counts[0] + class_counts[1]
+        unchanged = int(class_counts[0] + class_counts[1])
+        cycles, kinds = self._stratified(candidates, class_counts)
         return LayerStats(
             layer=self.spec.name, rows=self.rows, psum_bits=self.psum_bits,
             msb_bits=self.msb_bits,
@@ -359,7 +440,28 @@ class _LayerAccumulator:
             n_psum_transitions=int(psum_counts.sum()),
             psum_unchanged=unchanged / psum_counts.sum() if psum_counts.sum() else 1.0,
             psum_magnitude=magnitude / magnitude.sum() if magnitude.sum()
-            else np.eye(self.psum_bits)[0])
+            else np.eye(self.psum_bits)[0],
+            cycle_classes=class_counts / class_counts.sum() if class_counts.sum()
+            else np.eye(len(class_counts))[0],
+            calibration_cycles=cycles, calibration_class=kinds)
+
+    def _stratified(self, candidates: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                    class_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``per_class`` cycles of each class present: every chunk offered ``per_class`` of its
+        cycles of the class, each standing for count / per_class cycles, and the final draw
+        weighs them so."""
+        if not candidates:
+            return np.zeros((4, 0), np.int64), np.zeros(0, np.int64)
+        cycles = np.concatenate([c for c, _, _ in candidates], axis=1)
+        kinds = np.concatenate([k for _, k, _ in candidates])
+        weights = np.concatenate([w for _, _, w in candidates])
+        chosen = []
+        for kind in np.flatnonzero(class_counts):
+            members = np.flatnonzero(kinds == kind)
+            prob = weights[members] / weights[members].sum()
+            chosen.append(np.sort(self.rng.choice(members, self.per_class, p=prob)))
+        pick = np.concatenate(chosen)
+        return cycles[:, pick], kinds[pick]
 
 
 def _quantised(model: Any, layers: Sequence[LayerSpec], example: Any
@@ -385,7 +487,8 @@ def network_fingerprint(model: Any, layers: Sequence[LayerSpec], example: Any) -
 def collect_stats(
     model: Any, layers: Sequence[LayerSpec], batches: Sequence[Any], *, rows: int,
     psum_bits: int | None = None, msb_bits: int | None = None,
-    max_transitions: int = 1 << 16, psum_pixels: int = 32, sample_pixels: int = 9,
+    max_transitions: int = 1 << 16, psum_pixels: int | None = None,
+    psum_pe_cycles: int = 1 << 19, calibration_per_class: int = 128, sample_pixels: int = 9,
     sample_windows: int = 1024, sample_bytes: int = 1 << 20,
     seed: int = 0, meta: Mapping[str, Any] | None = None,
 ) -> NetworkStats:
@@ -408,10 +511,14 @@ def collect_stats(
         # small layers keep more windows: the exact replay of their few PEs needs them
         windows = max(16, min(sample_windows, sample_bytes // (
             layer.groups * sample_pixels * layer.gemm_k)))
+        # consecutive-vector pairs for the psum statistics: up to psum_pe_cycles busy
+        # PE-cycles, at least 32 pairs, at most 4,096 (a layer with few PEs is cheap)
+        pairs = psum_pixels or int(np.clip(
+            psum_pe_cycles // (layer.groups * layer.gemm_k * layer.gemm_n), 32, 4096))
         accumulators[layer.name] = _LayerAccumulator(
             layer, codes[layer.name.split("#")[0]], rows, psum_bits, msb_bits, per_batch,
-            -(-psum_pixels // len(batches)), sample_pixels, -(-windows // len(batches)),
-            windows, rng)
+            -(-pairs // len(batches)), sample_pixels, -(-windows // len(batches)),
+            windows, rng, calibration_per_class)
     calls: dict[Any, int] = {}
 
     def hook(mod: Any, inp: Any, _out: Any) -> None:

@@ -1,8 +1,13 @@
 """Switching-activity energy models of a weight-stationary array.
 
-- ``msb_hamming``: the paper's layer-aware model. Each layer's own activation-transition and
-  psum MSB-Hamming-group distributions weight the characterised PE energies.
-- ``global_activation``: the same, with one network-wide distribution (PowerPruning-style).
+- ``msb_hamming``: the paper's layer-aware model. Each layer's own activation-transition
+  distribution weights the characterised activation energies, and each layer's joint
+  distribution of psum MSB-Hamming group and activation change weights what those classes of
+  cycle cost on the layer's own partial sums (:mod:`dse_core.calibration`).
+  ``layer_calibration=False`` uses the characterisation's reference psum tables instead (also
+  the fallback for table-file characterisations, which have no netlist).
+- ``global_activation``: one network-wide distribution and the reference psum tables
+  (PowerPruning-style: one characterisation for the whole network).
 - ``exact``: replays the real streams of sampled folds through the PE netlist (slow; the
   reference the other two are validated against).
 
@@ -14,6 +19,7 @@ and R preload cycles clocking all PEs while weights shift down (``weight_load_pj
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -57,9 +63,26 @@ def array_terms(mapping: LayerMapping, char: MacCharacterization) -> dict[str, f
 class SwitchingEnergy:
     """Layer-aware (``network_wide=False``) or global (``True``) switching energy."""
 
-    def __init__(self, name: str, network_wide: bool) -> None:
+    def __init__(self, name: str, network_wide: bool, layer_calibration: bool = True) -> None:
         self.name, self.network_wide = name, network_wide
+        self.layer_calibration = layer_calibration and not network_wide
         self._activation_curves: dict[tuple[str, int, int], tuple[Any, Any, np.ndarray]] = {}
+        self._psum_curves: dict[tuple[str, int], tuple[Any, np.ndarray]] = {}
+
+    def _calibrated(self, stats: LayerStats, char: MacCharacterization) -> np.ndarray | None:
+        """Σ_k P_ℓ(k) delta_ℓ[w, k], or None when this layer cannot be calibrated."""
+        if (not self.layer_calibration or stats.calibration_cycles is None
+                or stats.cycle_classes is None or not char.description.get("netlist_json")):
+            return None
+        key = (char.key, id(stats))
+        cached = self._psum_curves.get(key)
+        if cached is not None and cached[0] is stats:
+            return cached[1]
+        from dse_core.calibration import layer_deltas
+
+        curve = layer_deltas(char, stats) @ stats.cycle_classes
+        self._psum_curves[key] = (stats, curve)
+        return curve
 
     def _distributions(self, stats: LayerStats
                        ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray | None]:
@@ -87,6 +110,9 @@ class SwitchingEnergy:
         else:
             curve = characterization.activation_curve(acts).astype(np.float64)
             self._activation_curves[key] = (acts, characterization, curve)
+        calibrated = self._calibrated(stats, characterization)
+        if calibrated is not None:
+            return curve + calibrated
         return (curve + characterization.psum_curve(acts, psums, unchanged)
                 + characterization.magnitude_curve(acts, magnitude))
 
@@ -136,7 +162,9 @@ class ExactEnergy:
         """For each sampled fold: its tile, the exact MAC-switching energy of the replayed
         busy PE-cycles, and the weight code of the PE of each replayed cycle. All recorded
         windows are replayed; when they hold more than ``max_pe_cycles`` busy PE-cycles, a
-        uniform random subset of them is (spread over windows, not concentrated in a few)."""
+        uniform random subset of them is (spread over windows, not concentrated in a few), and
+        ``scale`` (recorded busy PE-cycles / replayed ones) weighs the fold back to its size:
+        a partial fold of 16 rows must count a quarter of a full one of 64, not as much."""
         from dse_core.characterization import register_pj
         from dse_core.gates import simulate_toggles
 
@@ -161,7 +189,7 @@ class ExactEnergy:
             keep = min(1.0, self.max_pe_cycles / (windows * per_window))
             parts: dict[str, list[np.ndarray]] = {k: [] for k in ("w", "a0", "a1", "p0", "p1")}
             for lo in range(0, windows, 32):
-                a = stats.activation_sample[tile.group, lo:lo + 32, :,
+                a = stats.activation_sample[tile.group, lo:min(lo + 32, windows), :,
                                             k0:k0 + tile.active_rows].astype(np.int64)
                 prod = a[..., None] * w                                   # (W, S, r, c)
                 p = np.cumsum(prod, axis=2) - prod                         # rows above
@@ -181,7 +209,7 @@ class ExactEnergy:
             energy = float(toggles.per_net @ net_pj) + float(
                 register_pj(char.psum_bits, tech, ws, a0, a1, p0, p1).sum())
             out.append({"tile": tile, "exact_pj": energy, "pe_cycles": len(ws),
-                        "cycle_weights": ws})
+                        "cycle_weights": ws, "scale": windows * per_window / len(ws)})
         return out
 
     def layer_energy(self, layer: LayerSpec, mapping: LayerMapping,
@@ -191,7 +219,8 @@ class ExactEnergy:
             raise DseError("energy model 'exact' replays the recorded weight codes; it cannot "
                            "evaluate other codes")
         folds = self.sampled_folds(layer, mapping, stats, characterization)
-        per_pe_cycle = sum(f["exact_pj"] for f in folds) / sum(f["pe_cycles"] for f in folds)
+        per_pe_cycle = (sum(f["exact_pj"] * f["scale"] for f in folds)
+                        / sum(f["pe_cycles"] * f["scale"] for f in folds))
         mac = per_pe_cycle * mapping.active_pe_folds * mapping.streamed
         return LayerEnergy(layer=layer.name, mac_switching_pj=mac, cycles=mapping.cycles,
                            macs=layer.macs, **array_terms(mapping, characterization))
@@ -200,7 +229,7 @@ class ExactEnergy:
 @hookimpl
 def dse_register_energy_models(register):  # type: ignore[no-untyped-def]
     register(EnergyModelPlugin(
-        name="msb_hamming", factory=lambda: SwitchingEnergy("msb_hamming", False),
+        name="msb_hamming", factory=partial(SwitchingEnergy, "msb_hamming", False),
         summary="layer-aware switching energy: per-layer activation + psum MSB-Hamming stats"))
     register(EnergyModelPlugin(
         name="global_activation", factory=lambda: SwitchingEnergy("global_activation", True),

@@ -57,10 +57,64 @@ def test_layer_aware_and_global_curves_differ(models, lenet_inputs):
     assert own[0].mean() < own[1].mean()  # conv1 sees mostly unchanged background pixels
 
 
+def test_layer_calibration_replays_each_class_through_the_netlist(lenet_inputs, tmp_path):
+    """delta[w, k] = mean over the layer's class-k calibration cycles of the netlist energy
+    with code w minus act_pj[w, a, a']; checked against simulating each class on its own
+    (no padding), for a few codes; then the on-disk cache and its corruption handling."""
+    from dse_core.calibration import layer_deltas
+    from dse_core.characterization import register_pj
+    from dse_core.gates import simulate_toggles
+
+    char = lenet_inputs.characterization
+    stats = lenet_inputs.stats.layers["3"]
+    delta = layer_deltas(char, stats, root=tmp_path)
+    netlist, tech = char.netlist(), char.technology()
+    net_pj = tech.net_pj(netlist)
+    kinds = stats.calibration_class
+    assert delta.shape == (256, 16) and np.all(delta[:, 0] == 0)
+    for code in (-128, -3, 0, 1, 77):
+        for kind in np.unique(kinds)[1:]:
+            a0, a1, p0, p1 = stats.calibration_cycles[:, kinds == kind]
+            w = np.full(len(a0), code)
+            toggles = simulate_toggles(netlist, {"w": w, "a": a0, "p": p0},
+                                       {"w": w, "a": a1, "p": p1}, glitches=True)
+            energy = (toggles.per_net @ net_pj
+                      + register_pj(22, tech, w, a0, a1, p0, p1).sum()
+                      - char.act_pj[code + 128, a0, a1].sum())
+            assert delta[code + 128, kind] == pytest.approx(energy / len(a0), rel=1e-4,
+                                                             abs=1e-6)
+    # classes absent from the layer get no energy, and the weight 0 changes only the psum
+    assert np.all(delta[:, stats.cycle_classes == 0] == 0)
+    (entry,) = tmp_path.glob("*.npy")
+    assert np.array_equal(np.load(entry), delta)
+    entry.write_bytes(b"corrupt")
+    assert np.array_equal(layer_deltas(char, stats, root=tmp_path), delta)
+
+
+def test_layer_aware_curve_is_activation_plus_calibrated_classes(registry, lenet_inputs):
+    from dse_core.calibration import layer_deltas
+
+    char = lenet_inputs.characterization
+    layer = lenet_inputs.layers[0]
+    stats = lenet_inputs.stats.layers[layer.name]
+    model = instantiate(registry.get("energy_model", "msb_hamming"))
+    curve = model.per_weight_energy(layer, stats, char)
+    expected = (char.activation_curve(stats.act_transitions)
+                + layer_deltas(char, stats) @ stats.cycle_classes)
+    np.testing.assert_allclose(curve, expected, rtol=1e-6)
+    reference = instantiate(registry.get("energy_model", "msb_hamming"),
+                            {"layer_calibration": False}).per_weight_energy(layer, stats, char)
+    np.testing.assert_allclose(reference, char.per_weight_energy(
+        stats.act_transitions, stats.psum_groups, stats.psum_unchanged, stats.psum_magnitude),
+        rtol=1e-6)
+    assert not np.allclose(curve, reference, rtol=0.02)
+
+
 def test_msb_hamming_tracks_the_netlist_replay(registry, models, lenet_inputs):
     """Fidelity on LeNet-5: on the same sampled folds, network error within 2 % and every
-    layer within 10 % (measured: 0.3-7.9 %; the issue's 5 % per layer is not met on every
-    layer, see docs/energy-model.md); the global model is far worse."""
+    layer within 5 % (measured 0.1-4.6 %); the global model is far worse; and the per-weight
+    ranking of one layer agrees with substituting every code into real cycles of the layer
+    (Spearman >= 0.95; measured 0.998-0.999 with 8,192 cycles in benchmarks/fidelity.py)."""
     char = lenet_inputs.characterization
     totals = {"exact": 0.0, "msb_hamming": 0.0, "global_activation": 0.0}
     worst = {"msb_hamming": 0.0, "global_activation": 0.0}
@@ -68,28 +122,55 @@ def test_msb_hamming_tracks_the_netlist_replay(registry, models, lenet_inputs):
     for layer in lenet_inputs.layers:
         stats = lenet_inputs.stats.layers[layer.name]
         folds = models["exact"].sampled_folds(layer, mapped(registry, layer), stats, char)
-        exact = sum(f["exact_pj"] for f in folds)
+        exact = sum(f["exact_pj"] * f["scale"] for f in folds)
         totals["exact"] += exact
         for name in worst:
             curve = models[name].per_weight_energy(layer, stats, char)
-            estimate = sum(curve[f["cycle_weights"] + 128].sum() for f in folds)
+            estimate = sum(curve[f["cycle_weights"] + 128].sum() * f["scale"] for f in folds)
             totals[name] += estimate
             worst[name] = max(worst[name], abs(estimate - exact) / exact)
             report.append(f"{layer.name} {name} {100 * (estimate - exact) / exact:+.1f}%")
     print("\n".join(report), totals)
-    assert worst["msb_hamming"] < 0.10
+    assert worst["msb_hamming"] < 0.05
     assert abs(totals["msb_hamming"] - totals["exact"]) / totals["exact"] < 0.02
     assert worst["global_activation"] > 5 * worst["msb_hamming"]
+    from scipy.stats import spearmanr
+
+    from benchmarks.fidelity import exact_curve
+
+    layer = lenet_inputs.layers[1]
+    stats = lenet_inputs.stats.layers[layer.name]
+    reference = exact_curve(models["exact"], layer, mapped(registry, layer), stats, char,
+                            transitions=1024, seed=5)
+    rho = {name: spearmanr(models[name].per_weight_energy(layer, stats, char),
+                           reference).statistic for name in worst}
+    assert rho["msb_hamming"] >= 0.95 and rho["msb_hamming"] > rho["global_activation"]
 
 
 def test_exact_model_scales_the_sampled_folds(registry, models, lenet_inputs):
     char = lenet_inputs.characterization
-    layer = lenet_inputs.layers[2]
+    layer = lenet_inputs.layers[2]     # 400 x 120: 7 x 2 folds, partial in both directions
     stats = lenet_inputs.stats.layers[layer.name]
     mapping = mapped(registry, layer)
-    folds = models["exact"].sampled_folds(layer, mapping, stats, char)
-    energy = models["exact"].layer_energy(layer, mapping, stats=stats, characterization=char)
+    exact = type(models["exact"])
+    # few windows: every recorded cycle is replayed, and cycles weigh folds by their size
+    whole = exact(sample_folds=8, max_windows=4)
+    folds = whole.sampled_folds(layer, mapping, stats, char)
+    assert all(f["scale"] == 1 for f in folds)
+    energy = whole.layer_energy(layer, mapping, stats=stats, characterization=char)
     per_cycle = sum(f["exact_pj"] for f in folds) / sum(f["pe_cycles"] for f in folds)
+    assert energy.mac_switching_pj == pytest.approx(per_cycle * mapping.active_pe_folds
+                                                    * mapping.streamed)
+    # capped: a random subset of each fold, weighed back by the fold's size
+    capped = exact(sample_folds=8, max_pe_cycles=5000)
+    folds = capped.sampled_folds(layer, mapping, stats, char)
+    sizes = [f["tile"].active_rows * f["tile"].active_cols for f in folds]
+    assert len(set(sizes)) > 1 and all(f["pe_cycles"] <= 5200 for f in folds)
+    assert [f["scale"] * f["pe_cycles"] for f in folds] == pytest.approx(
+        [size * folds[0]["scale"] * folds[0]["pe_cycles"] / sizes[0] for size in sizes])
+    energy = capped.layer_energy(layer, mapping, stats=stats, characterization=char)
+    per_cycle = (sum(f["exact_pj"] * f["scale"] for f in folds)
+                 / sum(f["pe_cycles"] * f["scale"] for f in folds))
     assert energy.mac_switching_pj == pytest.approx(per_cycle * mapping.active_pe_folds
                                                     * mapping.streamed)
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from dse_core import DseError, LayerSpec, layers_from_module
-from dse_core.stats import NetworkStats, _Im2col, collect_stats, psum_group
+from dse_core.stats import NetworkStats, _Im2col, collect_stats, cycle_class, psum_group
 
 
 def test_psum_group_counts_flipped_top_bits():
@@ -67,6 +67,8 @@ def test_statistics_of_a_known_stream():
     expected = np.zeros(7)
     unchanged = 0
     lengths = np.zeros(17)
+    classes = np.zeros(2 + 2 * 2)
+    real_cycles = set()
     for m in range(3):
         for fold in range(2):
             for n in range(2):
@@ -77,10 +79,24 @@ def test_statistics_of_a_known_stream():
                     expected[psum_group(np.array([p0]), np.array([p1]), 17, 1)[0]] += 1
                     unchanged += p0 == p1
                     lengths[min(16, abs(int(p0)).bit_length())] += 1
+                    a0, a1 = xs[m, fold * 2 + r], xs[m + 1, fold * 2 + r]
+                    kind = (2 + 2 * psum_group(np.array([p0]), np.array([p1]), 17, 1)[0]
+                            + (a0 != a1)) if p0 != p1 else int(a0 != a1)
+                    classes[kind] += 1
+                    real_cycles.add((int(a0), int(a1), int(p0), int(p1), int(kind)))
     assert st.psum_bits == 17 and st.msb_bits == 1
     assert st.psum_groups == pytest.approx(expected[:2] / expected.sum())
     assert st.psum_unchanged == pytest.approx(unchanged / expected.sum())
     assert st.psum_magnitude == pytest.approx(lengths / lengths.sum())
+    # the joint cycle classes, and a stratified sample of 128 real cycles per class present
+    assert st.cycle_classes == pytest.approx(classes / classes.sum())
+    assert np.bincount(st.calibration_class, minlength=6).tolist() == [
+        128 * (c > 0) for c in classes]
+    drawn = {(*map(int, c), int(k)) for c, k in zip(st.calibration_cycles.T,
+                                                    st.calibration_class, strict=True)}
+    assert drawn <= real_cycles and len(drawn) > 6
+    a0, a1, p0, p1 = st.calibration_cycles
+    assert cycle_class(a0, a1, p0, p1, 17, 1).tolist() == st.calibration_class.tolist()
     assert all(window.tolist() == xs.tolist() for window in st.activation_sample[0])
 
 
@@ -94,6 +110,8 @@ def test_save_load_and_another_model(tmp_path, lenet_inputs):
         assert np.array_equal(other.act_transitions, st.act_transitions)
         assert np.array_equal(other.activation_sample, st.activation_sample)
         assert other.psum_unchanged == st.psum_unchanged
+        assert np.array_equal(other.cycle_classes, st.cycle_classes)
+        assert np.array_equal(other.calibration_cycles, st.calibration_cycles)
     wrong = [LayerSpec(name="0", kind="conv", in_channels=1, out_channels=8, kernel=(5, 5))]
     with pytest.raises(DseError, match="collected on another model: layer '0'"):
         loaded.check_layers(wrong)
@@ -109,3 +127,21 @@ def test_layer_aware_statistics_differ_between_layers(lenet_inputs):
     for s in layers:
         assert s.psum_groups[0] + s.psum_groups[-1] > 0.9  # sign flips or no top-bit change
         np.testing.assert_allclose(s.global_act_transitions, layers[0].global_act_transitions)
+
+
+def test_calibration_fields_are_validated(lenet_inputs):
+    from dataclasses import replace
+
+    from dse_core import ValidationError
+
+    st = lenet_inputs.stats.layers["0"]
+    with pytest.raises(ValidationError, match=r"calibration_cycles = \(3, 5\): expected \(4, M\)"):
+        replace(st, calibration_cycles=np.zeros((3, 5), np.int64),
+                calibration_class=np.zeros(5, np.int64))
+    with pytest.raises(ValidationError, match="calibration_class = 16: expected classes 0..15"):
+        replace(st, calibration_cycles=np.zeros((4, 2), np.int64),
+                calibration_class=np.array([0, 16]))
+    with pytest.raises(ValidationError, match="come together"):
+        replace(st, calibration_class=None)
+    with pytest.raises(ValidationError, match="cycle_classes: expected finite probabilities"):
+        replace(st, cycle_classes=np.full(16, 0.5))
