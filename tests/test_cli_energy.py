@@ -28,6 +28,13 @@ def test_energy_with_a_dataset(capsys, lenet_inputs):
     other = json.loads(out)["total"]
     assert other["mac_switching_pj"] != pytest.approx(total["mac_switching_pj"], rel=0.01)
     assert other["clock_pj"] == pytest.approx(total["clock_pj"])  # data-independent terms
+    # the reference psum tables instead of the per-layer calibration: another estimate
+    code, out, _ = run(capsys, "energy", "lenet5", "--dataset", "mnist5k", "--array", "64x64",
+                       "--energy-model", "msb_hamming", "-o", "layer_calibration=false",
+                       "--format", "json")
+    reference = json.loads(out)["total"]
+    assert code == 0 and reference["clock_pj"] == pytest.approx(total["clock_pj"])
+    assert reference["mac_switching_pj"] != pytest.approx(total["mac_switching_pj"], rel=1e-3)
 
 
 def test_per_weight_curves(capsys, lenet_inputs):
