@@ -51,6 +51,7 @@ __all__ = ["LayerStats", "NetworkStats", "collect_stats", "cycle_class", "psum_g
 log = logging.getLogger(__name__)
 STATS_FORMAT = "systolic-dse-stats/10"
 PRODUCT_BITS = 16
+PSUM_CHUNK_CYCLES = 1 << 22  # PE-cycles of exact partial sums held in memory at once
 
 
 def psum_group(p: np.ndarray, p_next: np.ndarray, psum_bits: int, msb_bits: int) -> np.ndarray:
@@ -386,7 +387,7 @@ class _LayerAccumulator:
         codes = activation_codes(torch.cat(self.psum_rows, dim=2), quant).to(torch.int32)
         pairs = codes.shape[2]
         # chunks of vector pairs bound the (2, pairs, K, N) partial-sum tensors' memory
-        chunk = max(1, (1 << 22) // (folds * rows * self.weights.shape[2]))
+        chunk = max(1, PSUM_CHUNK_CYCLES // (folds * rows * self.weights.shape[2]))
         for group in range(self.spec.groups):
             for lo in range(0, pairs, chunk):
                 part = codes[group, :, lo:lo + chunk]
@@ -401,13 +402,13 @@ class _LayerAccumulator:
                 moved = p_in[1].numpy().reshape(-1)
                 n = p_in.shape[-1]
                 diff = held ^ moved
-                group = np.bitwise_count((diff >> (self.psum_bits - self.msb_bits))
-                                         & ((1 << self.msb_bits) - 1))
+                msb_group = np.bitwise_count((diff >> (self.psum_bits - self.msb_bits))
+                                             & ((1 << self.msb_bits) - 1))
                 magnitude += np.bincount(np.minimum(_bit_length(held), self.psum_bits - 1),
                                          minlength=self.psum_bits)
                 act0, act1 = part[0].numpy().reshape(-1), part[1].numpy().reshape(-1)
                 act_moved = np.repeat((act0 != act1).astype(np.uint8), n)   # per PE-cycle
-                kinds = np.where(diff != 0, 2 + 2 * group + act_moved, act_moved)  # cycle_class
+                kinds = np.where(diff != 0, 2 + 2 * msb_group + act_moved, act_moved)  # classes
                 counts = np.bincount(kinds, minlength=len(class_counts))
                 class_counts += counts
                 # per_class members of each class: from one batch of uniform draws where the

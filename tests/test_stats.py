@@ -145,3 +145,31 @@ def test_calibration_fields_are_validated(lenet_inputs):
         replace(st, calibration_class=None)
     with pytest.raises(ValidationError, match="cycle_classes: expected finite probabilities"):
         replace(st, cycle_classes=np.full(16, 0.5))
+
+
+def test_partial_sums_in_chunks_equal_one_pass(monkeypatch):
+    """Large layers compute the exact partial sums a few vector pairs at a time; the
+    distributions must not depend on the chunking (grouped conv: several groups, each in
+    several chunks)."""
+    import dse_core.stats as stats_module
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, padding=1, groups=2)
+    model = nn.Sequential(conv, nn.ReLU())
+    layers = layers_from_module(model, (4, 8, 8))
+    batches = [torch.rand(4, 4, 8, 8) for _ in range(2)]
+
+    def collect():
+        return collect_stats(model, layers, batches, rows=4, psum_pixels=40, seed=3).layers["0"]
+
+    whole = collect()
+    monkeypatch.setattr(stats_module, "PSUM_CHUNK_CYCLES", 64)  # chunks of 2 vector pairs
+    chunked = collect()
+    assert whole.n_psum_transitions == chunked.n_psum_transitions > 0
+    np.testing.assert_allclose(chunked.cycle_classes, whole.cycle_classes)
+    np.testing.assert_allclose(chunked.psum_groups, whole.psum_groups)
+    np.testing.assert_allclose(chunked.psum_magnitude, whole.psum_magnitude)
+    assert chunked.psum_unchanged == pytest.approx(whole.psum_unchanged)
+    a0, a1, p0, p1 = chunked.calibration_cycles
+    assert np.array_equal(cycle_class(a0, a1, p0, p1, whole.psum_bits, whole.msb_bits),
+                          chunked.calibration_class)
