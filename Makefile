@@ -2,8 +2,9 @@
 #   make demo   creates .venv, installs systolic-dse, and runs the main job: the quick-start
 #               search (studies/quickstart.toml: LeNet-5 on real MNIST digits, array shapes x
 #               per-layer weight compression) into a SQLite file beside the study, printing
-#               its Pareto front (~2 minutes from scratch, measured: it also trains LeNet-5
-#               and characterises the PE; run it again and the study continues)
+#               its Pareto front (~3 minutes from scratch, measured 2 min 56 s: it also
+#               trains LeNet-5, characterises the PE and calibrates the layers; run it again
+#               and the study continues)
 #   make test   creates .venv, installs systolic-dse with its test tools, runs the test suite
 PYTHON ?= python3
 VENV ?= .venv
