@@ -122,13 +122,18 @@ class MacCharacterization:
                 raise ValidationError.field(owner, name, value, "a finite energy >= 0 in pJ")
         object.__setattr__(self, "_act_flat", self.act_pj.reshape(256, 65536))
 
+    @property
+    def has_netlist(self) -> bool:
+        """Gate-level characterisations have one; table-file ones do not."""
+        return bool(self.description.get("netlist_json"))
+
     def netlist(self) -> Netlist:
         """The PE netlist this characterisation was measured on (gate-level ones only)."""
-        path = self.description.get("netlist_json")
-        if not path:
+        if not self.has_netlist:
             raise DseError(f"characterisation {self.key} ({self.description.get('source')}) "
                            "has no netlist: it came from a table file")
-        return Netlist.from_yosys_json(path, self.description.get("netlist"))
+        return Netlist.from_yosys_json(str(self.description["netlist_json"]),
+                                       self.description.get("netlist"))
 
     def technology(self) -> Technology:
         return Technology(**self.description.get("technology", {}))

@@ -68,7 +68,11 @@ def cycle_class(a: np.ndarray, a_next: np.ndarray, p: np.ndarray, p_next: np.nda
     ``2 + 2 (msb_bits + 1)`` classes."""
     moved = (np.asarray(a) != np.asarray(a_next)).astype(np.int64)
     changed = np.asarray(p) != np.asarray(p_next)
-    return np.where(changed, 2 + 2 * psum_group(p, p_next, psum_bits, msb_bits) + moved, moved)
+    return _class_of(changed, psum_group(p, p_next, psum_bits, msb_bits), moved)
+
+
+def _class_of(psum_changed: np.ndarray, group: np.ndarray, act_moved: np.ndarray) -> np.ndarray:
+    return np.where(psum_changed, 2 + 2 * group + act_moved, act_moved)
 
 
 def n_cycle_classes(msb_bits: int) -> int:
@@ -408,7 +412,7 @@ class _LayerAccumulator:
                                          minlength=self.psum_bits)
                 act0, act1 = part[0].numpy().reshape(-1), part[1].numpy().reshape(-1)
                 act_moved = np.repeat((act0 != act1).astype(np.uint8), n)   # per PE-cycle
-                kinds = np.where(diff != 0, 2 + 2 * msb_group + act_moved, act_moved)  # classes
+                kinds = _class_of(diff != 0, msb_group, act_moved)
                 counts = np.bincount(kinds, minlength=len(class_counts))
                 class_counts += counts
                 # per_class members of each class: from one batch of uniform draws where the

@@ -67,22 +67,19 @@ class SwitchingEnergy:
         self.name, self.network_wide = name, network_wide
         self.layer_calibration = layer_calibration and not network_wide
         self._activation_curves: dict[tuple[str, int, int], tuple[Any, Any, np.ndarray]] = {}
-        self._psum_curves: dict[tuple[str, int], tuple[Any, np.ndarray]] = {}
+        # keyed by the objects themselves (both compare by identity), so no id is ever reused
+        self._psum_curves: dict[tuple[MacCharacterization, LayerStats], np.ndarray] = {}
 
     def _calibrated(self, stats: LayerStats, char: MacCharacterization) -> np.ndarray | None:
         """Σ_k P_ℓ(k) delta_ℓ[w, k], or None when this layer cannot be calibrated."""
         if (not self.layer_calibration or stats.calibration_cycles is None
-                or stats.cycle_classes is None or not char.description.get("netlist_json")):
+                or stats.cycle_classes is None or not char.has_netlist):
             return None
-        key = (char.key, id(stats))
-        cached = self._psum_curves.get(key)
-        if cached is not None and cached[0] is stats:
-            return cached[1]
-        from dse_core.calibration import layer_deltas
+        if (char, stats) not in self._psum_curves:
+            from dse_core.calibration import layer_deltas
 
-        curve = layer_deltas(char, stats) @ stats.cycle_classes
-        self._psum_curves[key] = (stats, curve)
-        return curve
+            self._psum_curves[char, stats] = layer_deltas(char, stats) @ stats.cycle_classes
+        return self._psum_curves[char, stats]
 
     def _distributions(self, stats: LayerStats
                        ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray | None]:

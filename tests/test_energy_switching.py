@@ -91,7 +91,8 @@ def test_layer_calibration_replays_each_class_through_the_netlist(lenet_inputs, 
     assert np.array_equal(layer_deltas(char, stats, root=tmp_path), delta)
 
 
-def test_layer_aware_curve_is_activation_plus_calibrated_classes(registry, lenet_inputs):
+def test_layer_aware_curve_is_activation_plus_calibrated_classes(registry, lenet_inputs,
+                                                                 tmp_path):
     from dse_core.calibration import layer_deltas
 
     char = lenet_inputs.characterization
@@ -108,6 +109,17 @@ def test_layer_aware_curve_is_activation_plus_calibrated_classes(registry, lenet
         stats.act_transitions, stats.psum_groups, stats.psum_unchanged, stats.psum_magnitude),
         rtol=1e-6)
     assert not np.allclose(curve, reference, rtol=0.02)
+    # a table-file characterisation has no netlist to calibrate with: reference tables
+    from dse_core.characterization import read_table_file, write_table_file
+
+    table = read_table_file(write_table_file(char, tmp_path / "t.csv"), psum_bits=22,
+                            msb_bits=6, clock_pj=char.clock_pj,
+                            weight_shift_pj=char.weight_shift_pj)
+    assert not table.has_netlist and char.has_netlist
+    np.testing.assert_allclose(
+        model.per_weight_energy(layer, stats, table),
+        table.per_weight_energy(stats.act_transitions, stats.psum_groups,
+                                stats.psum_unchanged, stats.psum_magnitude), rtol=1e-6)
 
 
 def test_msb_hamming_tracks_the_netlist_replay(registry, models, lenet_inputs):
