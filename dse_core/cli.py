@@ -8,6 +8,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -265,6 +266,16 @@ def energy_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
     click.echo(render(rows, fmt, total=total, meta=meta))
 
 
+def _say_if_reused(what: str, path: Path, started: float, redo: str) -> None:
+    """One line on stderr when a cached artefact was reused rather than made now."""
+    try:
+        reused = path.stat().st_mtime < started
+    except OSError:
+        return
+    if reused:
+        click.echo(f"reused the cached {what} {path} (delete it {redo})", err=True)
+
+
 def _progress() -> bool:
     return sys.stderr.isatty() and _state["verbose"] >= 0
 
@@ -281,10 +292,14 @@ def _progress() -> bool:
 def train_cmd(ctx: click.Context, model: str, dataset: str, epochs: int, seed: int,
               output: str | None, fmt: str) -> None:
     """Train MODEL on a dataset and save a checkpoint (loads without unpickling code)."""
+    import time
+
     from dse_core.training import trained_model
 
+    started = time.time()
     _, meta, _ = trained_model(_registry(ctx), model, dataset, epochs=epochs, seed=seed,
                                checkpoint=None, progress=_progress())
+    _say_if_reused("checkpoint", Path(meta["path"]), started, "to train again")
     if output:
         import shutil
 
@@ -330,10 +345,12 @@ def characterize_cmd(ctx: click.Context, rtl: str | None, top: str, table: str |
         name, opts = "gate_level", {"glitches": not no_glitches}
         if rtl:
             opts.update(rtl=rtl, top=top)
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.time()
     char = characterize(_registry(ctx), array, characterizer=name, options=opts,
                         progress=_progress())
     seconds = time.perf_counter() - start
+    _say_if_reused("characterisation", CharacterizationCache().path(char.key), started,
+                   "to characterise again")
     uniform = char.per_weight_energy(np.full((256, 256), 1 / 65536),
                                      np.full(char.msb_bits + 1, 1 / (char.msb_bits + 1)))
     if export_table:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,7 @@ def run_cmd(ctx: click.Context, study_file: str, overrides: Sequence[str],
                        "workers on one machine (measured, docs/scaling.md); use "
                        "--storage postgresql+psycopg://… for more")
     registry = _prepare(ctx, study)
+    started = datetime.now()  # Optuna stores naive local times
     procs = []
     for index in range(1, workers):
         cmd = [sys.executable, "-m", "dse_core.cli", "worker", "--study-file",
@@ -90,13 +92,44 @@ def run_cmd(ctx: click.Context, study_file: str, overrides: Sequence[str],
         procs.append(subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}))
     try:
         counts = run_worker(registry, study, worker_index=0, progress=sys.stderr.isatty(),
-                            threads=1 if workers > 1 else None)
+                            threads=1 if workers > 1 else None, verbose=_verbose() > 0)
     finally:
         for p in procs:
             p.wait()
+    _report_run(study, counts, started, fmt)
+
+
+def _verbose() -> int:
+    from dse_core.cli import _state
+
+    return int(_state["verbose"])
+
+
+def _report_run(study: Any, counts: dict[str, int], started: datetime, fmt: str) -> None:
+    """The end-of-run summary: trials, distinct designs, failures by message; the front, or
+    an error when trials failed for a reason that will fail again."""
+    from dse_core.results import load_study
+    from dse_core.search import distinct_designs, failures_since
+
+    optuna_study = load_study(study.storage, study.name)
+    failures = failures_since(optuna_study, started)
     click.echo(f"study {study.name}: " + ", ".join(f"{v} {k.lower()}" for k, v in
-                                                  sorted(counts.items())), err=True)
+                                                  sorted(counts.items()))
+               + f"; {distinct_designs(optuna_study)} distinct designs", err=True)
+    if failures.failed:
+        click.echo(f"{failures.failed} trials failed in this run:", err=True)
+        for line in failures.lines():
+            click.echo(line, err=True)
+    if failures.configuration:
+        raise DseError(f"{failures.configuration} trials failed with a configuration error "
+                       "(above), so the front would hold only the designs that survived; fix "
+                       "the cause and run again (the study continues), or read the partial "
+                       f"front with dse pareto {study.name} --storage …")
     _print_front(study.name, study.storage, fmt)
+    if failures.failed:
+        click.echo(f"warning: {failures.failed} trials failed (above); the front is of the "
+                   "others", err=True)
+        click.get_current_context().exit(1)
 
 
 @click.command("worker")
@@ -171,15 +204,32 @@ def pareto_cmd(name: str, storage: str, where: str | None, fmt: str) -> None:
 @click.argument("name")
 @click.argument("trial", type=int)
 @storage_option
+@click.option("--codes", is_flag=True, help="Also list each layer's allowed int8 codes.")
 @fmt_option
-def show_cmd(name: str, trial: int, storage: str, fmt: str) -> None:
+def show_cmd(name: str, trial: int, storage: str, codes: bool, fmt: str) -> None:
     """One design: its parameters, metrics and per-layer breakdown."""
+    import json
+
     from dse_core.results import trial_detail
 
-    summary, layers = trial_detail(storage, name, trial)
+    summary, stored = trial_detail(storage, name, trial)
+    layers = []
+    for r in stored:  # the same names and units as dse map and dse energy
+        row = {k: v for k, v in r.items() if k not in ("utilisation", "mapping_efficiency",
+                                                        "allowed")}
+        for old, new in (("utilisation", "util_pct"), ("mapping_efficiency", "mapping_eff_pct")):
+            if r.get(old) is not None:
+                row[new] = 100 * r[old]
+        if codes and r.get("allowed"):
+            row["allowed_codes"] = " ".join(str(c) for c in json.loads(r["allowed"]))
+        layers.append(row)
     total = {"layer": "total", **{k: sum(r[k] for r in layers) for k in (
         "cycles", "mac_switching_pj", "clock_pj", "idle_pj", "fill_drain_pj",
         "weight_load_pj", "total_pj")}} if layers else None
+    if summary.get("error"):  # a failed trial has no layers: say why, not blank lines
+        click.echo(render([], fmt, meta=summary) if fmt != "table" else
+                   f"trial {trial} failed: {summary['error']}")
+        return
     click.echo(render(layers, fmt, total=total, meta=summary))
 
 
@@ -206,12 +256,14 @@ def export_cmd(name: str, storage: str, fmt: str) -> None:
               help="PNG (matplotlib), or HTML with --html (plotly).")
 @click.option("--html", is_flag=True, help="An interactive plotly page instead of a PNG.")
 def plot_cmd(name: str, storage: str, output: str, html: bool) -> None:
-    """Plot the first two objectives of every trial, the Pareto front highlighted."""
-    from dse_core.plotting import plot_study
+    """Plot the designs on the first two objectives: the front of dse pareto highlighted
+    (the third objective as colour), designs over the accuracy budget marked."""
+    from dse_core.plotting import plot_data, plot_study
     from dse_core.results import load_study
 
-    path = plot_study(load_study(storage, name), output, html=html)
-    click.echo(f"wrote {path}")
+    study = load_study(storage, name)
+    path = plot_study(study, output, html=html)
+    click.echo(f"wrote {path}: {plot_data(study).title()}")
 
 
 COMMANDS = [run_cmd, worker_cmd, studies_cmd, pareto_cmd, show_cmd, export_cmd, plot_cmd]

@@ -91,7 +91,22 @@ class CompressionResult:
 
     @property
     def accuracy_drop(self) -> float:
+        """On the validation split, which never steered a decision."""
         return self.baseline_accuracy - self.compressed_accuracy
+
+    @property
+    def tune_accuracy_drop(self) -> float:
+        """On the tuning split, on which the schedule kept the budget."""
+        return self.baseline_tune_accuracy - self.compressed_tune_accuracy
+
+    @property
+    def budget_pct(self) -> float:
+        return float(self.study["compression"]["accuracy_budget_pct"])
+
+    @property
+    def within_budget(self) -> bool:
+        """Whether the validation drop keeps the budget (the tuning drop always does)."""
+        return self.accuracy_drop <= self.budget_pct + 1e-9
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -101,6 +116,9 @@ class CompressionResult:
         doc["total_reduction_pct"] = 100.0 * (1 - self.compressed_total_pj
                                               / self.baseline_total_pj)
         doc["accuracy_drop"] = self.accuracy_drop
+        doc["tune_accuracy_drop"] = self.tune_accuracy_drop
+        doc["accuracy_budget_pct"] = self.budget_pct
+        doc["within_budget"] = self.within_budget
         return doc
 
 

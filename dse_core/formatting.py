@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,19 +14,35 @@ __all__ = ["FORMATS", "render"]
 FORMATS = ("table", "csv", "json")
 
 
-def _cell(value: Any) -> str:
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _decimals(values: Sequence[Any]) -> int | None:
+    """One format per column: None for a column of integers, else the decimals that give
+    the column's largest value 4 significant digits (at most 6, none past 1,000)."""
+    floats = [abs(v) for v in values if isinstance(v, float) and math.isfinite(v)]
+    if not floats:
+        return None
+    largest = max([abs(v) for v in values if _is_number(v) and math.isfinite(v)] or [0.0])
+    if largest == 0:
+        return 0
+    return max(0, min(6, 3 - math.floor(math.log10(largest))))
+
+
+def _cell(value: Any, decimals: int | None = None) -> str:
     if isinstance(value, bool):
         return "yes" if value else "NO"
-    if isinstance(value, float):
-        if value == 0:
-            return "0"
-        if abs(value) >= 1e5:
-            return f"{value:,.0f}"
-        if abs(value) < 1e-3:
-            return f"{value:.4g}"
-        return f"{value:,.4f}".rstrip("0").rstrip(".")
-    if isinstance(value, int):
-        return f"{value:,}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if _is_number(value):
+        if decimals is None:
+            if isinstance(value, int):
+                return f"{value:,}"
+            decimals = _decimals([value]) or 0
+        return f"{value:,.{decimals}f}"
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value)
     return "" if value is None else str(value)
 
 
@@ -57,12 +74,13 @@ def render(
         return out.getvalue().rstrip("\n")
     if fmt != "table":
         raise ValueError(f"format {fmt!r}")
-    body = [[_cell(r.get(c)) for c in columns] for r in rows]
+    decimals = {c: _decimals([r.get(c) for r in rows]) for c in columns}
+    body = [[_cell(r.get(c), decimals[c]) for c in columns] for r in rows]
     if total is not None:
-        body.append([_cell(total.get(c)) for c in columns])
+        body.append([_cell(total.get(c), decimals[c]) for c in columns])
     widths = [max([len(c)] + [len(line[i]) for line in body]) for i, c in enumerate(columns)]
-    numeric = [all(isinstance(r.get(c), int | float) and not isinstance(r.get(c), bool)
-                   for r in rows) and bool(rows) for c in columns]
+    numeric = [all(_is_number(r.get(c)) or r.get(c) is None for r in rows) and any(
+        _is_number(r.get(c)) for r in rows) for c in columns]
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(cell.rjust(w) if num else cell.ljust(w)
@@ -70,7 +88,7 @@ def render(
 
     out_lines = []
     if meta:
-        out_lines.append("  ".join(f"{k}: {v}" for k, v in meta.items()))
+        out_lines.append("  ".join(f"{k}: {_cell(v)}" for k, v in meta.items()))
     out_lines += [line(columns), line(["-" * w for w in widths])]
     out_lines += [line(b) for b in body[: len(rows)]]
     if total is not None:

@@ -14,6 +14,7 @@ Net ids are Yosys's bit ids; ids 0 and 1 are the constants 0 and 1.
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -105,8 +106,11 @@ class Netlist:
         else:
             origin = str(source)
             try:
-                doc = json.loads(Path(source).read_text())
-            except (OSError, json.JSONDecodeError) as exc:
+                raw = Path(source).read_bytes()
+                if raw[:2] == b"\x1f\x8b":  # gzip: the shipped netlists are stored compressed
+                    raw = gzip.decompress(raw)
+                doc = json.loads(raw)
+            except (OSError, EOFError, ValueError) as exc:
                 raise DseError(f"{origin}: not a readable Yosys JSON netlist ({exc})") from exc
         modules = doc.get("modules", {})
         if top is None:
@@ -368,8 +372,8 @@ def synthesize_with_yosys(
     import tempfile
 
     if shutil.which("yosys") is None:
-        raise DseError("yosys is not installed (apt-get install yosys); or use the shipped "
-                       "netlist of the default PE")
+        raise DseError(f"{verilog}: synthesising your own PE RTL needs Yosys, which is not "
+                       "installed (apt-get install yosys); the default PE needs no Yosys")
     verilog = Path(verilog)
     if not verilog.is_file():
         raise DseError(f"{verilog}: no such Verilog file")

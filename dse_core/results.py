@@ -27,7 +27,7 @@ __all__ = ["SCHEMA_VERSION", "MEMORY_URL", "ResultsDB", "open_storage", "list_st
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 _METRICS = ("energy_pj", "mac_energy_pj", "accuracy", "accuracy_drop", "val_accuracy",
-            "cycles", "pe_count", "edp")
+            "val_accuracy_drop", "cycles", "pe_count", "edp")
 
 
 def safe_url(url: str) -> str:
@@ -318,6 +318,10 @@ def _row(trial: Any) -> dict[str, Any]:
     if constraints:
         values = constraints.values() if isinstance(constraints, dict) else constraints
         row["feasible"] = all(c <= 0 for c in values)
+    if "val_within_budget" in trial.user_attrs:
+        row["val_within_budget"] = bool(trial.user_attrs["val_within_budget"])
+    if "repeat_of" in trial.user_attrs:
+        row["repeat_of"] = trial.user_attrs["repeat_of"]
     return row
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ from dse_core.search_spec import SearchStudy
 from dse_core.types import ArrayConfig, CompressionPlan, LayerSpec
 
 __all__ = ["Evaluator", "validate", "make_sampler", "create_or_load", "run_worker", "plan_key",
-           "provenance"]
+           "provenance", "design_key", "failures_since", "FailureSummary", "distinct_designs"]
 
 log = logging.getLogger(__name__)
 _CODES = np.arange(-128, 128)
@@ -118,10 +120,13 @@ def make_sampler(study: SearchStudy, worker_index: int, knob_space: dict[str, An
         if len(study.space.dataflow) > 1:
             grid["dataflow"] = list(study.space.dataflow)
         for key, value in knob_space.items():
-            if value.kind != "categorical":
+            if value.kind == "categorical":
+                grid[key] = list(value.choices)
+            elif value.kind == "int" and not value.log:
+                grid[key] = list(range(int(value.low), int(value.high) + 1))
+            else:
                 raise DseError(f"sampler.name = 'grid': knob {key!r} is continuous; use "
                                "another sampler or a scheduler with discrete knobs")
-            grid[key] = list(value.choices)
         return optuna.samplers.GridSampler(grid, **{"seed": seed, **opts})
     except TypeError as exc:
         raise DseError(f"sampler.options = {opts}: {exc}") from exc
@@ -305,12 +310,27 @@ class Evaluator:
         metrics: dict[str, float] = {"pe_count": float(array.pe_count)}
         histograms: dict[str, list[int]] | None = None
         allowed: dict[str, list[int]] = {}
-        if self.session is not None:
-            plan = self.scheduler.plan(knob_values, self.shares)
+        plan = (self.scheduler.plan(knob_values, self.shares) if self.session is not None
+                else None)
+        design = design_key(array, plan)
+        trial.set_user_attr("design", design)
+        repeat = self._repeat_of(trial, design)
+        if repeat is not None:  # the same design again: its results, at no cost
+            return self._copy_trial(trial, repeat)
+        if plan is not None:
             acc = self.plan_accuracy(plan)
             histograms, allowed = acc["histograms"], acc["allowed"]
+            # the objective and the constraint use the tuning split (as dse compress
+            # decides); the validation drop is reported beside them, and a design whose
+            # validation drop breaks the budget is marked (docs/search.md, "Budgets")
             metrics.update(accuracy=acc["accuracy"], val_accuracy=acc["val_accuracy"],
-                           accuracy_drop=self.baseline["accuracy"] - acc["accuracy"])
+                           accuracy_drop=self.baseline["accuracy"] - acc["accuracy"],
+                           val_accuracy_drop=self.baseline["val_accuracy"]
+                           - acc["val_accuracy"])
+            budget = study.constraints.accuracy_budget_pct
+            if budget is not None:
+                trial.set_user_attr("val_within_budget",
+                                    metrics["val_accuracy_drop"] <= budget + 1e-9)
             trial.set_user_attr("plan", dict(plan.n_levels))
             trial.set_user_attr("accuracy_cached", acc["cached"])
         inputs = self.inputs(array.rows)
@@ -347,7 +367,29 @@ class Evaluator:
         self.db.write_trial_layers(study.name, trial.number, rows)
         return tuple(metrics[o] for o in study.objectives)
 
-    def objective(self) -> Callable[[Any], tuple[float, ...]]:
+    def _repeat_of(self, trial: Any, design: str) -> Any:
+        """An earlier complete trial of this study with the same design, or None."""
+        import optuna
+
+        for other in trial.study.get_trials(deepcopy=False,
+                                            states=(optuna.trial.TrialState.COMPLETE,)):
+            if other.user_attrs.get("design") == design and "repeat_of" not in other.user_attrs:
+                return other
+        return None
+
+    def _copy_trial(self, trial: Any, original: Any) -> tuple[float, ...]:
+        trial.set_user_attr("repeat_of", original.number)
+        for key, value in original.user_attrs.items():
+            if key not in ("design", "repeat_of", "accuracy_cached"):
+                trial.set_user_attr(key, value)
+        trial.set_user_attr("accuracy_cached", "accuracy" in original.user_attrs)
+        for key, value in original.constraints.items():
+            trial.set_constraint(key, value)
+        self.db.write_trial_layers(self.study.name, trial.number,
+                                   self.db.trial_layers(self.study.name, original.number))
+        return tuple(original.values)
+
+    def objective(self, verbose: bool = False) -> Callable[[Any], tuple[float, ...]]:
         def run(trial: Any) -> tuple[float, ...]:
             import optuna
 
@@ -355,10 +397,57 @@ class Evaluator:
                 return self.evaluate(trial)
             except optuna.TrialPruned:
                 raise
-            except Exception as exc:  # recorded on the trial; the study goes on
-                trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:2000])
+            except Exception as exc:  # recorded on the trial, one line said; the study goes on
+                kind = "configuration" if isinstance(exc, DseError) else "runtime"
+                message = str(exc) if kind == "configuration" else f"{type(exc).__name__}: {exc}"
+                trial.set_user_attr("error", message[:2000])
+                trial.set_user_attr("error_kind", kind)
+                params = ", ".join(f"{k}={v}" for k, v in trial.params.items())
+                print(f"trial {trial.number} failed ({params}): {message}", file=sys.stderr)
+                if verbose:
+                    traceback.print_exception(exc, file=sys.stderr)
                 raise
         return run
+
+
+def design_key(array: ArrayConfig, plan: CompressionPlan | None) -> str:
+    """What makes two trials the same design: the array and, when compressing, the plan
+    (knob settings that give the same plan are the same design)."""
+    doc: dict[str, Any] = {"rows": array.rows, "cols": array.cols, "dataflow": array.dataflow}
+    if plan is not None:
+        doc["plan"] = dict(sorted(plan.n_levels.items()))
+    return json.dumps(doc, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class FailureSummary:
+    """Trials that failed since a moment, grouped by message."""
+
+    failed: int
+    configuration: int
+    messages: list[tuple[int, str]]  # (count, message), most frequent first
+
+    def lines(self) -> list[str]:
+        return [f"  {count} x {message}" for count, message in self.messages]
+
+
+def failures_since(optuna_study: Any, started: Any) -> FailureSummary:
+    """The failed trials that started at or after ``started`` (a naive datetime, as Optuna
+    stores them), by message; a trial whose worker died is counted as such."""
+    from collections import Counter
+
+    import optuna
+
+    counter: Counter[str] = Counter()
+    configuration = 0
+    for t in optuna_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        if t.datetime_start is None or t.datetime_start < started:
+            continue
+        message = t.user_attrs.get("error", "its worker stopped (heartbeat lost); retried")
+        counter[message] += 1
+        configuration += t.user_attrs.get("error_kind") == "configuration"
+    return FailureSummary(sum(counter.values()), configuration,
+                          [(count, message) for message, count in counter.most_common()])
 
 
 def create_or_load(study: SearchStudy, storage: Any, sampler: Any) -> Any:
@@ -379,8 +468,17 @@ def _counts(optuna_study: Any) -> dict[str, int]:
     return dict(Counter(t.state.name for t in optuna_study.get_trials(deepcopy=False)))
 
 
+def distinct_designs(optuna_study: Any) -> int:
+    """How many different designs the study's complete trials evaluated."""
+    import optuna
+
+    return len({t.user_attrs.get("design", f"#{t.number}") for t in optuna_study.get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))})
+
+
 def run_worker(registry: Registry, study: SearchStudy, *, worker_index: int = 0,
-               progress: bool = False, threads: int | None = None) -> dict[str, int]:
+               progress: bool = False, threads: int | None = None,
+               verbose: bool = False) -> dict[str, int]:
     """Run trials until the study holds ``n_trials`` finished (complete or pruned) trials,
     or until failures reach ``n_trials`` (a broken objective must not loop forever)."""
     import optuna
@@ -418,8 +516,9 @@ def run_worker(registry: Registry, study: SearchStudy, *, worker_index: int = 0,
 
     counts = _counts(optuna_study)
     if counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) < study.n_trials:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        optuna_study.optimize(evaluator.objective(), n_trials=None, callbacks=[budget],
+        # Optuna would log every failure with its traceback; the objective says one line
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        optuna_study.optimize(evaluator.objective(verbose), n_trials=None, callbacks=[budget],
                               catch=(Exception,),
                               # collecting costs ~60 ms a trial: only worth it with torch models
                               gc_after_trial=study.space.compression)

@@ -117,7 +117,8 @@ def trained_model(registry: Registry, model_ref: str, dataset: str, *, epochs: i
     splits = load_dataset(registry, dataset)
     if checkpoint is None:
         safe = model_ref.replace(":", "_")
-        checkpoint = cache_dir("checkpoints") / f"{safe}-{dataset}-e{epochs}-s{seed}.pt"
+        # n2: the shipped models' layers were renamed (conv1, fc1, … instead of 0, 3, …)
+        checkpoint = cache_dir("checkpoints") / f"{safe}-{dataset}-e{epochs}-s{seed}-n2.pt"
         if not Path(checkpoint).exists():
             import torch
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -158,11 +159,28 @@ def _netlist_file(rtl: Path, top: str, params: dict[str, int], psum_bits: int,
     return path
 
 
-def _default_netlist_file(psum_bits: int) -> Path:
+# The default PE ships synthesised for every psum width an array of 1..4,096 rows needs
+# (16 + ceil(log2 rows) bits), so no Yosys is needed for it; see plugins/rtl/README.md.
+SHIPPED_PSUM_BITS = range(16, 29)
+
+
+def shipped_netlist_file(psum_bits: int) -> Path | None:
+    """The shipped netlist of the default PE at this psum width, or None."""
     rtl = resources.files("plugins") / "rtl"
-    shipped = Path(str(rtl / f"pe_mac_p{psum_bits}.json"))
-    if shipped.is_file():
+    shipped = Path(str(rtl / f"pe_mac_p{psum_bits}.json.gz"))
+    return shipped if shipped.is_file() else None
+
+
+def _default_netlist_file(psum_bits: int) -> Path:
+    shipped = shipped_netlist_file(psum_bits)
+    if shipped is not None:
         return shipped
+    if shutil.which("yosys") is None:
+        raise DseError(
+            f"psum_bits = {psum_bits}: the default PE ships synthesised for "
+            f"{SHIPPED_PSUM_BITS.start}..{SHIPPED_PSUM_BITS.stop - 1} bits (arrays of 1 to "
+            f"4,096 rows); other widths need Yosys (apt-get install yosys)")
+    rtl = resources.files("plugins") / "rtl"
     return _netlist_file(Path(str(rtl / "pe.v")), "pe_mac", {"P_BITS": psum_bits}, psum_bits,
                          "default PE")
 
@@ -185,8 +203,8 @@ class GateLevelCharacterizer:
                  cache: CharacterizationCache | None = None) -> None:
         if samples < 64 or samples % 64:
             raise DseError(f"samples = {samples}: expected a positive multiple of 64")
-        if not PRODUCT_BITS < psum_bits <= 40:
-            raise DseError(f"psum_bits = {psum_bits}: expected {PRODUCT_BITS + 1}..40")
+        if not PRODUCT_BITS <= psum_bits <= 40:  # one row: the product alone, 16 bits
+            raise DseError(f"psum_bits = {psum_bits}: expected {PRODUCT_BITS}..40")
         self.msb_bits = msb_bits or max(1, psum_bits - PRODUCT_BITS)
         if not 0 < self.msb_bits <= psum_bits:
             raise DseError(f"msb_bits = {msb_bits}: expected 1..{psum_bits}")
@@ -293,7 +311,8 @@ class TableFileCharacterizer:
 def dse_register_characterizers(register):  # type: ignore[no-untyped-def]
     register(CharacterizerPlugin(
         name="gate_level", factory=GateLevelCharacterizer,
-        summary="toggle-simulate a Yosys netlist of the PE (default: shipped 8x8 MAC, 22-bit)"))
+        summary="toggle-simulate a gate netlist of the PE (default: the shipped 8x8 MAC, "
+                "16..28-bit psums, no Yosys needed)"))
     register(CharacterizerPlugin(
         name="table_file", factory=TableFileCharacterizer,
         summary="energies per weight, activation Hamming distance and psum group from a CSV"))

@@ -9,17 +9,21 @@ from dse_core import DseError, ModelPlugin, hookimpl
 
 
 def lenet5(variant: str | None = None, *, in_channels: int = 1, num_classes: int = 10) -> Any:
-    """LeCun et al. 1998 with ReLU and max-pooling, for 28x28 inputs (conv1 padded by 2)."""
+    """LeCun et al. 1998 with ReLU and max-pooling, for 28x28 inputs (conv1 padded by 2).
+    Layers are named as in the paper (conv1, conv2, fc1..fc3): tables and plans show them."""
+    from collections import OrderedDict
+
     from torch import nn
 
-    return nn.Sequential(
-        nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(16 * 5 * 5, 120), nn.ReLU(),
-        nn.Linear(120, 84), nn.ReLU(),
-        nn.Linear(84, num_classes),
-    )
+    return nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(in_channels, 6, 5, padding=2)), ("relu1", nn.ReLU()),
+        ("pool1", nn.MaxPool2d(2)),
+        ("conv2", nn.Conv2d(6, 16, 5)), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(16 * 5 * 5, 120)), ("relu3", nn.ReLU()),
+        ("fc2", nn.Linear(120, 84)), ("relu4", nn.ReLU()),
+        ("fc3", nn.Linear(84, num_classes)),
+    ]))
 
 
 def _resnet20(in_channels: int, num_classes: int) -> Any:
@@ -75,21 +79,26 @@ def resnet20(variant: str | None = None, *, in_channels: int = 3, num_classes: i
 def vgg8(variant: str | None = None, *, in_channels: int = 3, num_classes: int = 10) -> Any:
     """Six 3x3 conv layers (64-64-128-128-256-256, BN, ReLU, pooling after each pair) and two
     fully connected layers (256 hidden)."""
+    from collections import OrderedDict
+
     from torch import nn
 
-    layers: list[nn.Module] = []
-    c_in = in_channels
+    layers: list[tuple[str, nn.Module]] = []
+    c_in, conv, pool = in_channels, 0, 0
     for c_out in (64, 64, "M", 128, 128, "M", 256, 256, "M"):
         if c_out == "M":
-            layers.append(nn.MaxPool2d(2))
+            pool += 1
+            layers.append((f"pool{pool}", nn.MaxPool2d(2)))
             continue
         assert isinstance(c_out, int)
-        layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
-                   nn.ReLU()]
+        conv += 1
+        layers += [(f"conv{conv}", nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)),
+                   (f"bn{conv}", nn.BatchNorm2d(c_out)), (f"relu{conv}", nn.ReLU())]
         c_in = c_out
-    layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(256 * 4, 256), nn.ReLU(),
-               nn.Linear(256, num_classes)]
-    return nn.Sequential(*layers)
+    layers += [("avgpool", nn.AdaptiveAvgPool2d(2)), ("flatten", nn.Flatten()),
+               ("fc1", nn.Linear(256 * 4, 256)), ("relu_fc1", nn.ReLU()),
+               ("fc2", nn.Linear(256, num_classes))]
+    return nn.Sequential(OrderedDict(layers))
 
 
 def torchvision_classifier(

@@ -55,19 +55,20 @@ class EnergyPrioritized:
         self.max_steps, self.min_share = int(max_steps), float(min_share)
 
     def knobs(self, layer_names: Sequence[str]) -> list[Knob]:
+        # An integer count of layers, not an energy share: every value gives another plan
+        # (a share threshold repeated plans between the layers' cumulative shares), and
+        # ``high_layers = len(layers)`` would repeat ``n_low = n_high``.
         return [Knob("n_high", "categorical", choices=self.ladder),
                 Knob("n_low", "categorical", choices=self.ladder),
-                Knob("high_share", "float", low=0.1, high=0.95)]
+                Knob("high_layers", "int", low=1, high=max(1, len(layer_names) - 1))]
 
     def plan(self, values: Mapping[str, Any], shares: Mapping[str, float]) -> CompressionPlan:
-        """Layers that together hold ``high_share`` of the energy (largest first) get
-        ``n_high`` codes; the rest get ``n_low``."""
-        out, covered = {}, 0.0
-        for name in sorted(shares, key=lambda n: -shares[n]):
-            out[name] = int(values["n_high"] if covered < float(values["high_share"])
-                            else values["n_low"])
-            covered += shares[name]
-        return CompressionPlan(out)
+        """The ``high_layers`` layers of largest energy share get ``n_high`` codes; the
+        rest get ``n_low`` (ties broken by name, so the plan is reproducible)."""
+        high = int(values["high_layers"])
+        ranked = sorted(shares, key=lambda n: (-shares[n], n))
+        return CompressionPlan({name: int(values["n_high"] if i < high else values["n_low"])
+                                for i, name in enumerate(ranked)})
 
     def run(self, session: CompressionSession) -> CompressionPlan:
         position = {name: 0 for name in session.layer_names}

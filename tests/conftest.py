@@ -58,3 +58,41 @@ def lenet_inputs(registry, characterization):
     from dse_core.pipeline import switching_inputs
 
     return switching_inputs(registry, "lenet5", "mnist5k", ArrayConfig(64, 64), epochs=5)
+
+
+EDA_TOOLS = ("yosys", "yosys-abc", "yosys-config", "yosys-filterlib", "yosys-smtbmc",
+             "iverilog", "vvp")
+
+
+def path_without_eda_tools(folder: Path) -> str:
+    """A PATH on which every program of the current PATH is found except Yosys and Icarus:
+    what a user who never installed them has. Links in ``folder``, one per program."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if not directory or not Path(directory).is_dir():
+            continue
+        for entry in Path(directory).iterdir():
+            target = folder / entry.name
+            if entry.name in EDA_TOOLS or target.exists() or target.is_symlink():
+                continue
+            if entry.is_file() and os.access(entry, os.X_OK):
+                target.symlink_to(entry)
+    path = str(folder)
+    assert shutil.which("yosys", path=path) is None and shutil.which("iverilog", path=path) \
+        is None and shutil.which("python3", path=path) is not None
+    return path
+
+
+@pytest.fixture(scope="session")
+def no_eda_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return path_without_eda_tools(tmp_path_factory.mktemp("bin-without-eda"))
+
+
+@pytest.fixture
+def without_eda_tools(monkeypatch: pytest.MonkeyPatch, no_eda_path: str) -> str:
+    """This test runs as on a machine without Yosys and Icarus (in-process and in the
+    processes it starts)."""
+    monkeypatch.setenv("PATH", no_eda_path)
+    return no_eda_path

@@ -19,7 +19,8 @@ def test_energy_with_a_dataset(capsys, lenet_inputs):
     code, out, _ = run(capsys, "energy", "lenet5", "--dataset", "mnist5k", "--array", "64x64",
                        "--energy-model", "msb_hamming", "--format", "json")
     doc = json.loads(out)
-    assert code == 0 and [r["layer"] for r in doc["rows"]] == ["0", "3", "7", "9", "11"]
+    assert code == 0 and [r["layer"] for r in doc["rows"]] == [
+        "conv1", "conv2", "fc1", "fc2", "fc3"]
     total = doc["total"]
     parts = ("mac_switching_pj", "clock_pj", "idle_pj", "fill_drain_pj", "weight_load_pj")
     assert total["total_pj"] == pytest.approx(sum(total[p] for p in parts))
@@ -42,7 +43,7 @@ def test_per_weight_curves(capsys, lenet_inputs):
                        "--energy-model", "msb_hamming", "--per-weight", "--format", "json")
     rows = json.loads(out)["rows"]
     assert code == 0 and len(rows) == 256 and rows[0]["code"] == -128
-    for layer in ("0", "3", "7", "9", "11"):
+    for layer in ("conv1", "conv2", "fc1", "fc2", "fc3"):
         curve = [r[layer] for r in rows]
         assert min(curve) == curve[128]  # code 0 is the cheapest on every layer
 

@@ -66,7 +66,7 @@ def test_layer_calibration_replays_each_class_through_the_netlist(lenet_inputs, 
     from dse_core.gates import simulate_toggles
 
     char = lenet_inputs.characterization
-    stats = lenet_inputs.stats.layers["3"]
+    stats = lenet_inputs.stats.layers["conv2"]
     delta = layer_deltas(char, stats, root=tmp_path)
     netlist, tech = char.netlist(), char.technology()
     net_pj = tech.net_pj(netlist)
@@ -213,7 +213,7 @@ def test_network_evaluation_and_errors(registry, models, lenet_inputs):
 def test_a_128_row_array_needs_a_23_bit_characterization(registry, models, lenet_inputs):
     layer = LayerSpec(name="0", kind="conv", in_channels=1, out_channels=6, kernel=(5, 5),
                       padding=(2, 2), input_hw=(28, 28), output_hw=(28, 28))
-    stats = lenet_inputs.stats.layers["0"]
+    stats = lenet_inputs.stats.layers["conv1"]
     from dataclasses import replace
 
     stats128 = replace(stats, rows=128)

@@ -101,7 +101,7 @@ def test_saved_model_reloads_with_identical_outputs(registry, tmp_path):
     model, _ = build_model(registry, "lenet5", input_shape=(1, 28, 28), num_classes=10)
     x = torch.randn(32, 1, 28, 28)
     qnet = quantize_network(model.eval(), x.split(8), x[:1])
-    qnet.set_allowed("3", [-127, -40, 0, 12, 100])
+    qnet.set_allowed("conv2", [-127, -40, 0, 12, 100])
     path = save_compressed(tmp_path / "m.npz", qnet, {
         "model": "lenet5", "input_shape": [1, 28, 28], "num_classes": 10})
     loaded, meta = load_compressed(registry, path)
@@ -110,9 +110,9 @@ def test_saved_model_reloads_with_identical_outputs(registry, tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded.model(x), qnet.model(x))
     assert torch.equal(integer_predict(loaded, x), integer_predict(qnet, x))
-    assert loaded.layers["3"].allowed == (-127, -40, 0, 12, 100)
+    assert loaded.layers["conv2"].allowed == (-127, -40, 0, 12, 100)
     with np.load(path, allow_pickle=False) as npz:  # the documented layout
-        assert npz["layer/3/codes"].dtype == np.int8
+        assert npz["layer/conv2/codes"].dtype == np.int8
         assert json.loads(str(npz["meta"]))["model"] == "lenet5"
 
 

@@ -48,12 +48,12 @@ def test_accuracy_is_trained_once_per_plan_and_reused_across_arrays(registry, tm
     assert study.storage == f"sqlite:///{tmp_path / 'acc.db'}"
     validate(registry, study)
     db = ResultsDB(study.storage)
-    same_plan = {"rows": 64, "n_high": 3, "n_low": 255, "high_share": 0.5}
+    same_plan = {"rows": 64, "n_high": 3, "n_low": 255, "high_layers": 1}
     seeded = create_or_load(study, open_storage(study.storage), make_sampler(study, 0, {}))
     seeded.enqueue_trial({**same_plan, "cols": 16})
     seeded.enqueue_trial({**same_plan, "cols": 64})
     seeded.enqueue_trial({"rows": 64, "cols": 16, "n_high": 255, "n_low": 255,
-                          "high_share": 0.5})  # the uncompressed plan, for comparison
+                          "high_layers": 1})  # the uncompressed plan, for comparison
     run_worker(registry, study)
 
     trials = [t for t in load_study(study.storage, "acc").trials
@@ -67,8 +67,8 @@ def test_accuracy_is_trained_once_per_plan_and_reused_across_arrays(registry, tm
     assert second.user_attrs["accuracy_cached"] is True
     assert first.user_attrs["accuracy"] == second.user_attrs["accuracy"]
     assert first.user_attrs["energy_pj"] != second.user_attrs["energy_pj"]
-    # the highest-energy layer (conv "3", ~65 %) holds >= 50 % of the energy: it gets n_high
-    assert first.user_attrs["plan"]["3"] == 3 and first.user_attrs["plan"]["11"] == 255
+    # the highest-energy layer (conv2, ~65 %) holds >= 50 % of the energy: it gets n_high
+    assert first.user_attrs["plan"]["conv2"] == 3 and first.user_attrs["plan"]["fc3"] == 255
 
     import sqlalchemy as sa
 
@@ -85,9 +85,9 @@ def test_accuracy_is_trained_once_per_plan_and_reused_across_arrays(registry, tm
         layers = {r["layer"]: r for r in db.trial_layers("acc", t.number)}
         assert {k: layers[k]["n_levels"] for k in layers} == {
             k: min(v, 255) for k, v in t.user_attrs["plan"].items()}
-        allowed = json.loads(layers["3"]["allowed"])
-        assert 0 in allowed and len(allowed) == t.user_attrs["plan"]["3"] or \
-            t.user_attrs["plan"]["3"] == 255
+        allowed = json.loads(layers["conv2"]["allowed"])
+        assert 0 in allowed and len(allowed) == t.user_attrs["plan"]["conv2"] or \
+            t.user_attrs["plan"]["conv2"] == 255
     # fewer codes in the big layers means less MAC energy than the full int8 plan, same array
     full = trials[2]
     assert set(full.user_attrs["plan"].values()) == {255} and full.params["cols"] == 16

@@ -208,11 +208,18 @@ def test_per_layer_applies_the_given_sizes(registry):
 def test_schedulers_turn_knobs_into_plans(registry):
     shares = {"a": 0.6, "b": 0.3, "c": 0.1}
     ep = _make(registry, "scheduler", "energy_prioritized")
-    assert {k.name for k in ep.knobs(list(shares))} == {"n_high", "n_low", "high_share"}
-    plan = ep.plan({"n_high": 8, "n_low": 64, "high_share": 0.5}, shares)
+    knobs = {k.name: k for k in ep.knobs(list(shares))}
+    assert set(knobs) == {"n_high", "n_low", "high_layers"}
+    assert (knobs["high_layers"].low, knobs["high_layers"].high) == (1, 2)  # 3 layers
+    plan = ep.plan({"n_high": 8, "n_low": 64, "high_layers": 1}, shares)
     assert plan == CompressionPlan({"a": 8, "b": 64, "c": 64})
-    plan = ep.plan({"n_high": 8, "n_low": 64, "high_share": 0.85}, shares)
+    plan = ep.plan({"n_high": 8, "n_low": 64, "high_layers": 2}, shares)
     assert plan == CompressionPlan({"a": 8, "b": 8, "c": 64})
+    # every (n_high != n_low, high_layers) setting is a different plan: no dead knob
+    plans = {tuple(sorted(ep.plan({"n_high": h, "n_low": lo, "high_layers": k}, shares)
+                          .n_levels.items()))
+             for h in ep.ladder for lo in ep.ladder if h != lo for k in (1, 2)}
+    assert len(plans) == len(ep.ladder) * (len(ep.ladder) - 1) * 2
     uni = _make(registry, "scheduler", "uniform")
     assert uni.plan({"n_levels": 16}, shares) == CompressionPlan({"a": 16, "b": 16, "c": 16})
     per = _make(registry, "scheduler", "per_layer")

@@ -134,7 +134,7 @@ def test_calibration_fields_are_validated(lenet_inputs):
 
     from dse_core import ValidationError
 
-    st = lenet_inputs.stats.layers["0"]
+    st = lenet_inputs.stats.layers["conv1"]
     with pytest.raises(ValidationError, match=r"calibration_cycles = \(3, 5\): expected \(4, M\)"):
         replace(st, calibration_cycles=np.zeros((3, 5), np.int64),
                 calibration_class=np.zeros(5, np.int64))

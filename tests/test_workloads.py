@@ -11,7 +11,8 @@ from dse_core.workloads import parse_input_shape
 def test_lenet5(registry):
     layers = load_workload(registry, "lenet5")
     assert [(s.name, s.kind) for s in layers] == [
-        ("0", "conv"), ("3", "conv"), ("7", "linear"), ("9", "linear"), ("11", "linear")]
+        ("conv1", "conv"), ("conv2", "conv"), ("fc1", "linear"), ("fc2", "linear"),
+        ("fc3", "linear")]
     c1, c2, f1, f2, f3 = layers
     assert (c1.input_hw, c1.output_hw, c1.padding) == ((28, 28), (28, 28), (2, 2))
     assert (c1.gemm_m, c1.gemm_k, c1.gemm_n) == (784, 25, 6)
