@@ -221,7 +221,9 @@ def show_cmd(name: str, trial: int, storage: str, codes: bool, fmt: str) -> None
             if r.get(old) is not None:
                 row[new] = 100 * r[old]
         if codes and r.get("allowed"):
-            row["allowed_codes"] = " ".join(str(c) for c in json.loads(r["allowed"]))
+            allowed = json.loads(r["allowed"])
+            row["allowed_codes"] = (f"all {len(allowed)} ({allowed[0]}..{allowed[-1]})"
+                                    if len(allowed) >= 255 else " ".join(map(str, allowed)))
         layers.append(row)
     total = {"layer": "total", **{k: sum(r[k] for r in layers) for k in (
         "cycles", "mac_switching_pj", "clock_pj", "idle_pj", "fill_drain_pj",

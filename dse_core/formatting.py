@@ -46,6 +46,17 @@ def _cell(value: Any, decimals: int | None = None) -> str:
     return "" if value is None else str(value)
 
 
+def _wrap(items: Sequence[str], width: int = 100) -> list[str]:
+    """``key: value`` items joined by two spaces, in lines of at most ``width`` characters."""
+    lines: list[str] = []
+    for item in items:
+        if lines and len(lines[-1]) + 2 + len(item) <= width:
+            lines[-1] += "  " + item
+        else:
+            lines.append(item)
+    return lines
+
+
 def render(
     rows: Sequence[Mapping[str, Any]],
     fmt: str,
@@ -88,7 +99,7 @@ def render(
 
     out_lines = []
     if meta:
-        out_lines.append("  ".join(f"{k}: {_cell(v)}" for k, v in meta.items()))
+        out_lines += _wrap([f"{k}: {_cell(v)}" for k, v in meta.items()])
     out_lines += [line(columns), line(["-" * w for w in widths])]
     out_lines += [line(b) for b in body[: len(rows)]]
     if total is not None:

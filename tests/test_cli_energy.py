@@ -64,7 +64,7 @@ def test_stats_command_and_stats_file(capsys, lenet_inputs, tmp_path):
     ("args", "message"),
     [
         (["energy", "lenet5", "--array", "64x64", "--energy-model", "msb_hamming"],
-         "error: energy model 'msb_hamming' needs switching statistics for layer '0': give a "
+         "error: energy model 'msb_hamming' needs switching statistics for layer 'conv1': give a "
          "--dataset"),
         (["energy", "lenet5", "--dataset", "mnist9", "--array", "8x8", "--energy-model",
           "msb_hamming"], "error: unknown dataset 'mnist9'; known: cifar10, digits, fake"),

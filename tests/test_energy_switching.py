@@ -196,7 +196,7 @@ def test_network_evaluation_and_errors(registry, models, lenet_inputs):
     assert result.energy.total_pj > result.energy.mac_switching_pj > 0
     layer = lenet_inputs.layers[0]
     stats = lenet_inputs.stats.layers[layer.name]
-    with pytest.raises(DseError, match="needs switching statistics for layer '0': give a "
+    with pytest.raises(DseError, match="needs switching statistics for layer 'conv1': give a "
                                        "--dataset"):
         models["msb_hamming"].layer_energy(layer, mapped(registry, layer))
     with pytest.raises(DseError, match="collected for 64 rows, the array has 32"):

@@ -137,7 +137,7 @@ def test_saved_model_errors(registry, tmp_path):
         "model": "lenet5", "input_shape": [1, 28, 28], "num_classes": 10})
     with np.load(path, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
-    arrays["layer/3/codes"] = arrays["layer/3/codes"][:, :2]
+    arrays["layer/conv2/codes"] = arrays["layer/conv2/codes"][:, :2]
     np.savez(tmp_path / "shape.npz", **arrays)
-    with pytest.raises(DseError, match="3 codes have shape"):
+    with pytest.raises(DseError, match="conv2 codes have shape"):
         load_compressed(registry, tmp_path / "shape.npz")
