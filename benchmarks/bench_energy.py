@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 from dse_core import ArrayConfig, evaluate_network, get_registry, instantiate
-from dse_core.pipeline import characterize, switching_inputs
-from dse_core.stats import collect_stats
-from dse_core.workloads import layers_from_module
+from dse_core.switching.pipeline import characterize, switching_inputs
+from dse_core.switching.stats import collect_stats
+from dse_core.workloads.layers import layers_from_module
 
 
 def main() -> None:
@@ -52,7 +52,7 @@ def main() -> None:
 
     inputs = switching_inputs(registry, "resnet20", "mnist5k", array, epochs=3)
     model = inputs.model
-    from dse_core.data import load_dataset
+    from dse_core.workloads.datasets import load_dataset
 
     splits = load_dataset(registry, "mnist5k")
     images = torch.stack([splits.train[i][0] for i in range(args.images)])
@@ -73,7 +73,7 @@ def main() -> None:
     print(f"ResNet-20, {args.images} calibration images: inference {inf:.2f} s, statistics "
           f"{col:.2f} s -> {col / inf:.2f}x one inference pass")
 
-    from dse_core.calibration import layer_deltas
+    from dse_core.switching.calibration import layer_deltas
 
     stats = inputs.stats.layers
     char = inputs.characterization

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from dse_core import build_registry, instantiate, map_network
-from dse_core.scalesim import read_compute_report, read_config, read_topology
+from dse_core.workloads.scalesim import read_compute_report, read_config, read_topology
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "scalesim"
 

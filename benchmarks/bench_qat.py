@@ -24,9 +24,9 @@ def main() -> None:
 
     import torch
 
-    from dse_core.plugins import get_registry
-    from dse_core.qat import FULL_CODES, quantize_network
-    from dse_core.workloads import build_model
+    from dse_core.host.registry import get_registry
+    from dse_core.quantization.qat import FULL_CODES, quantize_network
+    from dse_core.workloads.layers import build_model
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

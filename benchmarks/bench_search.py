@@ -48,9 +48,9 @@ def _bare(storage: str | None, trials: int, sampler_name: str, rows: list[int],
 
 
 def _ours(storage: str, trials: int, sampler_name: str) -> float:
-    from dse_core.plugins import get_registry
-    from dse_core.search import run_worker, validate
-    from dse_core.search_spec import load_search_study
+    from dse_core.host.registry import get_registry
+    from dse_core.search.study_file import load_search_study
+    from dse_core.search.trials import run_worker, validate
 
     study = load_search_study(ROOT / "studies" / "resnet18_energy.toml", [
         f"n_trials={trials}", f'sampler.name="{sampler_name}"', f'storage="{storage}"',
@@ -63,7 +63,7 @@ def _ours(storage: str, trials: int, sampler_name: str) -> float:
 
 
 def energy(args: argparse.Namespace) -> None:
-    from dse_core.search_spec import load_search_study
+    from dse_core.search.study_file import load_search_study
 
     spec = load_search_study(ROOT / "studies" / "resnet18_energy.toml")
     rows, cols = spec.space.rows.choices(), spec.space.cols.choices()
@@ -126,7 +126,7 @@ def _workers(storage: str, trials: int, workers: int, epochs: float, tmp: Path
         if p.wait() != 0:
             raise SystemExit(f"worker failed with {p.returncode}")
     wall = time.perf_counter() - start
-    from dse_core.results import load_study
+    from dse_core.search.results import load_study
 
     done = [t for t in load_study(storage, name).trials if t.state.name == "COMPLETE"]
     span = (max(t.datetime_complete for t in done)

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.icarus_flow import available, icarus_toggles
-from dse_core.gates import Netlist, simulate_toggles
+from dse_core.switching.gates import Netlist, simulate_toggles
 
-NETLIST = Path(__file__).resolve().parent.parent / "plugins" / "rtl" / "pe_mac_p22.json.gz"
+NETLIST = (Path(__file__).resolve().parent.parent / "systolic_dse_plugins" / "rtl"
+           / "pe_mac_p22.json.gz")
 
 
 def vectors(n: int, seed: int) -> dict[str, np.ndarray]:

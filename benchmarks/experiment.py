@@ -31,9 +31,9 @@ METHODS = {
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from dse_core.compress import run_compression
-    from dse_core.plugins import get_registry
-    from dse_core.study import load_study
+    from dse_core.compression.compress import run_compression
+    from dse_core.compression.study import load_study
+    from dse_core.host.registry import get_registry
 
     torch.set_num_threads(args.threads)
     out = Path(args.output)

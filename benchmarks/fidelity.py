@@ -20,9 +20,9 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from dse_core import ArrayConfig, get_registry, instantiate
-from dse_core.characterization import register_pj
-from dse_core.gates import simulate_toggles
-from dse_core.pipeline import switching_inputs
+from dse_core.switching.characterization import register_pj
+from dse_core.switching.gates import simulate_toggles
+from dse_core.switching.pipeline import switching_inputs
 
 
 def exact_curve(exact, layer, mapping, stats, char, transitions: int, seed: int) -> np.ndarray:

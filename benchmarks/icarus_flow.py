@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dse_core.gates import Netlist, netlist_to_verilog
+from dse_core.switching.gates import Netlist, netlist_to_verilog
 
 PERIOD = 100  # time units per vector: far longer than any netlist's depth
 

@@ -1,11 +1,17 @@
 """systolic-dse: design-space exploration of energy-efficient CNN accelerators on systolic
 arrays. This module is the public API that plugins and scripts import from."""
 
-from dse_core.contracts import ArrayMapping, EnergyModel
+from dse_core.compression.selection import (
+    CompressionSession,
+    Knob,
+    LayerScheduler,
+    SelectionRequest,
+    WeightSelector,
+)
 from dse_core.errors import DseError, PluginConflictError, UnknownPluginError, ValidationError
-from dse_core.evaluate import NetworkEvaluation, evaluate_network, map_network
-from dse_core.hookspecs import hookimpl
-from dse_core.plugins import (
+from dse_core.host.contracts import ArrayMapping, EnergyModel
+from dse_core.host.hookspecs import hookimpl
+from dse_core.host.registry import (
     CharacterizerPlugin,
     CommandPlugin,
     DatasetPlugin,
@@ -20,13 +26,7 @@ from dse_core.plugins import (
     get_registry,
     instantiate,
 )
-from dse_core.selection import (
-    CompressionSession,
-    Knob,
-    LayerScheduler,
-    SelectionRequest,
-    WeightSelector,
-)
+from dse_core.mapping.evaluate import NetworkEvaluation, evaluate_network, map_network
 from dse_core.types import (
     AllowedSet,
     ArrayConfig,
@@ -37,7 +37,7 @@ from dse_core.types import (
     LayerSpec,
     NetworkEnergy,
 )
-from dse_core.workloads import layers_from_module, load_workload
+from dse_core.workloads.layers import layers_from_module, load_workload
 
 __version__ = "0.1.0"
 

@@ -26,7 +26,7 @@ def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _isolated_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test sees only the plugins it asks for: no allow-list or opt-out from the
     caller's environment, and a fresh process-wide registry."""
-    from dse_core.plugins import reset_registry
+    from dse_core.host.registry import reset_registry
 
     monkeypatch.delenv("DSE_LOAD_PLUGINS", raising=False)
     monkeypatch.delenv("DSE_NO_PLUGINS", raising=False)
@@ -46,7 +46,7 @@ def registry():
 def characterization(registry):
     """The real characterisation of the shipped PE (22-bit psum), built once (~45 s)."""
     from dse_core import ArrayConfig
-    from dse_core.pipeline import characterize
+    from dse_core.switching.pipeline import characterize
 
     return characterize(registry, ArrayConfig(64, 64))
 
@@ -55,7 +55,7 @@ def characterization(registry):
 def lenet_inputs(registry, characterization):
     """LeNet-5 trained on mnist5k, its int8 statistics for a 64-row array."""
     from dse_core import ArrayConfig
-    from dse_core.pipeline import switching_inputs
+    from dse_core.switching.pipeline import switching_inputs
 
     return switching_inputs(registry, "lenet5", "mnist5k", ArrayConfig(64, 64), epochs=5)
 

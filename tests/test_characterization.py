@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 
 from dse_core import DseError, instantiate
-from dse_core.characterization import (
+from dse_core.switching.characterization import (
     CharacterizationCache,
     MacCharacterization,
     read_table_file,
     write_table_file,
 )
-from dse_core.gates import simulate_toggles
-from dse_core.stats import psum_group
+from dse_core.switching.gates import simulate_toggles
+from dse_core.switching.stats import psum_group
 
 UNIFORM_ACT = np.full((256, 256), 1 / 65536)
 
@@ -43,7 +43,7 @@ def test_weight_zero_is_cheapest_and_all_ones_costliest(characterization):
 def test_decomposition_matches_the_netlist_on_random_transitions(characterization):
     """e(w, a→a', p→p') ≈ act_pj + psum_pj, checked against unit-delay simulation of the same
     transitions: the aggregate over 8,192 transitions of ReLU-like data agrees within 6 %."""
-    from dse_core.characterization import register_pj
+    from dse_core.switching.characterization import register_pj
 
     netlist = characterization.netlist()
     tech = characterization.technology()
@@ -102,7 +102,7 @@ def test_cache_is_reused_and_corrupt_entries_are_rebuilt(tmp_path, caplog):
 
 
 def test_second_characterization_comes_from_the_cache(registry, characterization, monkeypatch):
-    import plugins.characterizers as module
+    import systolic_dse_plugins.characterizers as module
 
     def fail(*_args):
         raise AssertionError("recomputed instead of reusing the cache")
@@ -131,7 +131,7 @@ def test_table_file_round_trip(tmp_path, characterization):
     hd_only = np.zeros((256, 256))
     hd_only[0, 3] = hd_only[5, 5] = 0.5  # HD 2 and HD 0
     got = table.per_weight_energy(hd_only, np.eye(7)[0])
-    from dse_core.characterization import activation_hd
+    from dse_core.switching.characterization import activation_hd
 
     mean_hd = [characterization.act_pj[:, activation_hd() == h].mean(axis=1) for h in (2, 0)]
     assert got == pytest.approx(0.5 * (mean_hd[0] + mean_hd[1]), rel=1e-4)
@@ -153,7 +153,7 @@ def test_bad_table_files(tmp_path, characterization, edit, message):
     bad = tmp_path / "bad.csv"
     bad.write_text(edit(good))
     cache = CharacterizationCache(tmp_path / "cache")
-    from plugins.characterizers import TableFileCharacterizer
+    from systolic_dse_plugins.characterizers import TableFileCharacterizer
 
     with pytest.raises(DseError, match=message):
         TableFileCharacterizer(str(bad), cache=cache).characterize()
@@ -163,7 +163,7 @@ def test_bad_table_files(tmp_path, characterization, edit, message):
 @pytest.mark.skipif(__import__("shutil").which("yosys") is None, reason="yosys not installed")
 def test_user_rtl_with_the_wrong_ports_is_refused(tmp_path):
     from dse_core.cache import cache_dir
-    from plugins.characterizers import GateLevelCharacterizer
+    from systolic_dse_plugins.characterizers import GateLevelCharacterizer
 
     rtl = tmp_path / "pe.v"
     rtl.write_text("module my_pe(input [7:0] w, input [7:0] a, input [15:0] p, "
@@ -180,7 +180,7 @@ def test_user_rtl_with_the_wrong_ports_is_refused(tmp_path):
 
 
 def test_characterizer_options_are_validated():
-    from plugins.characterizers import GateLevelCharacterizer
+    from systolic_dse_plugins.characterizers import GateLevelCharacterizer
 
     with pytest.raises(DseError, match="psum_bits = 12"):
         GateLevelCharacterizer(psum_bits=12)

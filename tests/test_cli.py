@@ -128,8 +128,23 @@ def test_verbose_shows_the_traceback(capsys):
 
 def test_console_script_help_is_fast_to_import():
     # `dse --help` must not import torch: it is what keeps it well under a second.
-    code = ("import sys; from dse_core.cli import cli; import dse_core.plugins as p; "
+    code = ("import sys; from dse_core.cli import cli; import dse_core.host.registry as p; "
             "p.get_registry(); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "False"
+
+
+def test_option_values_are_typed_as_docs_plugins_md_says():
+    """-o and --set read a value the same way: TOML, else JSON, else the string."""
+    from dse_core.cli.group import parse_options
+    from dse_core.compression.study import apply_overrides
+
+    pairs = ["a=0.2", "b=3", "c=true", "d=[255, 8]", "e=my.csv", 'f={"x": 1}', 'g="t"',
+             "h={ x = 1 }"]
+    want = {"a": 0.2, "b": 3, "c": True, "d": [255, 8], "e": "my.csv", "f": {"x": 1},
+            "g": "t", "h": {"x": 1}}
+    assert parse_options(pairs) == want
+    assert apply_overrides({}, [f"energy.{p}" for p in pairs]) == {"energy": want}
+    for key, value in parse_options(pairs).items():
+        assert type(value) is type(want[key]), key

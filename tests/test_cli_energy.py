@@ -82,7 +82,7 @@ def test_energy_user_errors(capsys, args, message):
 
 def test_a_stats_file_of_another_model_is_refused(capsys, lenet_inputs, tmp_path, registry):
     from dse_core import ArrayConfig
-    from dse_core.pipeline import switching_inputs
+    from dse_core.switching.pipeline import switching_inputs
 
     digits = switching_inputs(registry, "lenet5", "digits", ArrayConfig(64, 64), epochs=1)
     path = digits.stats.save(tmp_path / "digits.npz")

@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from dse_core.cli import cli
-from dse_core.study import load_study
+from dse_core.compression.study import load_study
 
 STUDY = """
 name = "tiny"
@@ -85,9 +85,9 @@ def test_compress_reports_energy_and_accuracy(compressed):
 
 def test_compressed_model_file_matches_the_report(compressed, registry):
     tmp, _, report = compressed
-    from dse_core.data import load_dataset
-    from dse_core.model_io import load_compressed
-    from dse_core.qat import integer_predict
+    from dse_core.compression.model_io import load_compressed
+    from dse_core.quantization.qat import integer_predict
+    from dse_core.workloads.datasets import load_dataset
 
     net, meta = load_compressed(registry, tmp / "out" / "model.npz")
     assert meta["model"] == "lenet5" and meta["study"] == "tiny"
@@ -136,9 +136,9 @@ def test_bad_study_files_fail_with_one_line(tmp_path, capsys, edit, message):
 
 def test_a_checkpoint_of_another_model_is_refused(tmp_path, capsys, registry):
     from dse_core.cli import main
-    from dse_core.data import load_dataset
-    from dse_core.training import save_checkpoint
-    from dse_core.workloads import build_model
+    from dse_core.workloads.datasets import load_dataset
+    from dse_core.workloads.layers import build_model
+    from dse_core.workloads.training import save_checkpoint
 
     splits = load_dataset(registry, "mnist5k")
     model, _ = build_model(registry, "vgg8", input_shape=(1, 28, 28), num_classes=10)

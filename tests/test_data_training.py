@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from dse_core import DseError
-from dse_core.data import load_dataset
-from dse_core.quant import ActivationQuant, fold_batchnorm, weight_codes
-from dse_core.training import load_checkpoint, save_checkpoint
-from dse_core.workloads import build_model
+from dse_core.quantization.quant import ActivationQuant, fold_batchnorm, weight_codes
+from dse_core.workloads.datasets import load_dataset
+from dse_core.workloads.layers import build_model
+from dse_core.workloads.training import load_checkpoint, save_checkpoint
 
 
 def test_mnist5k_is_real_and_split_deterministically(registry):
@@ -84,7 +84,7 @@ def test_weight_and_activation_quantisation():
 
 
 def test_training_is_reproducible_whatever_ran_before(registry, tmp_path, monkeypatch):
-    from dse_core.training import trained_model
+    from dse_core.workloads.training import trained_model
 
     weights = []
     for noise in (0, 1):

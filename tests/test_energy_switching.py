@@ -61,9 +61,9 @@ def test_layer_calibration_replays_each_class_through_the_netlist(lenet_inputs, 
     """delta[w, k] = mean over the layer's class-k calibration cycles of the netlist energy
     with code w minus act_pj[w, a, a']; checked against simulating each class on its own
     (no padding), for a few codes; then the on-disk cache and its corruption handling."""
-    from dse_core.calibration import layer_deltas
-    from dse_core.characterization import register_pj
-    from dse_core.gates import simulate_toggles
+    from dse_core.switching.calibration import layer_deltas
+    from dse_core.switching.characterization import register_pj
+    from dse_core.switching.gates import simulate_toggles
 
     char = lenet_inputs.characterization
     stats = lenet_inputs.stats.layers["conv2"]
@@ -93,7 +93,7 @@ def test_layer_calibration_replays_each_class_through_the_netlist(lenet_inputs, 
 
 def test_layer_aware_curve_is_activation_plus_calibrated_classes(registry, lenet_inputs,
                                                                  tmp_path):
-    from dse_core.calibration import layer_deltas
+    from dse_core.switching.calibration import layer_deltas
 
     char = lenet_inputs.characterization
     layer = lenet_inputs.layers[0]
@@ -110,7 +110,7 @@ def test_layer_aware_curve_is_activation_plus_calibrated_classes(registry, lenet
         rtol=1e-6)
     assert not np.allclose(curve, reference, rtol=0.02)
     # a table-file characterisation has no netlist to calibrate with: reference tables
-    from dse_core.characterization import read_table_file, write_table_file
+    from dse_core.switching.characterization import read_table_file, write_table_file
 
     table = read_table_file(write_table_file(char, tmp_path / "t.csv"), psum_bits=22,
                             msb_bits=6, clock_pj=char.clock_pj,

@@ -10,11 +10,11 @@ import pytest
 from benchmarks.icarus_flow import available as icarus_available
 from benchmarks.icarus_flow import icarus_toggles
 from dse_core import DseError
-from dse_core.gates import Netlist, pack_lanes, simulate_toggles, synthesize_with_yosys
+from dse_core.switching.gates import Netlist, pack_lanes, simulate_toggles, synthesize_with_yosys
 
 from .conftest import ROOT
 
-RTL = ROOT / "plugins" / "rtl"
+RTL = ROOT / "systolic_dse_plugins" / "rtl"
 needs_icarus = pytest.mark.skipif(not icarus_available(), reason="iverilog not installed")
 needs_yosys = pytest.mark.skipif(shutil.which("yosys") is None, reason="yosys not installed")
 
@@ -48,7 +48,7 @@ def test_shipped_default_pe(pe_mac):
 def test_the_netlist_computes_the_mac(pe_mac):
     # Settled outputs equal p + w * a (mod 2**22) for random vectors: the simulator evaluates
     # the synthesised circuit, not a model of it.
-    from dse_core.gates import _Evaluator, _initial
+    from dse_core.switching.gates import _Evaluator, _initial
 
     rng = np.random.default_rng(0)
     vec = {"w": rng.integers(-128, 128, 500), "a": rng.integers(0, 256, 500),

@@ -5,7 +5,12 @@ from pathlib import Path
 import pytest
 
 from dse_core import ArrayConfig, DseError, LayerSpec, instantiate, map_network
-from dse_core.scalesim import compare_with_report, read_compute_report, read_config, read_topology
+from dse_core.workloads.scalesim import (
+    compare_with_report,
+    read_compute_report,
+    read_config,
+    read_topology,
+)
 
 from .conftest import SCALESIM
 

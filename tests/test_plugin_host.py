@@ -16,7 +16,7 @@ from dse_core import (
     hookimpl,
     instantiate,
 )
-from dse_core.plugins import KINDS, get_registry
+from dse_core.host.registry import KINDS, get_registry
 
 from .conftest import ROOT
 
@@ -50,7 +50,7 @@ def test_shipped_plugins_come_through_the_entry_point_group(registry):
 
 
 def test_every_kind_has_a_hook():
-    from dse_core import hookspecs
+    from dse_core.host import hookspecs
 
     for kind, (hook, _record) in KINDS.items():
         assert callable(getattr(hookspecs, hook)), kind
@@ -168,8 +168,9 @@ def test_plugin_cli_command_is_listed_and_runs(monkeypatch):
     import click
     from click.testing import CliRunner
 
-    from dse_core import CommandPlugin, plugins
+    from dse_core import CommandPlugin
     from dse_core.cli import cli
+    from dse_core.host import registry as plugins
 
     @click.command()
     def hello():

@@ -10,8 +10,13 @@ import torch
 from torch import nn
 
 from dse_core import DseError
-from dse_core.model_io import load_compressed, save_compressed
-from dse_core.qat import FULL_CODES, integer_predict, projection_table, quantize_network
+from dse_core.compression.model_io import load_compressed, save_compressed
+from dse_core.quantization.qat import (
+    FULL_CODES,
+    integer_predict,
+    projection_table,
+    quantize_network,
+)
 
 
 def test_projection_table_nearest_with_ties_toward_zero():
@@ -96,7 +101,7 @@ def test_snapshot_restore_round_trip(net):
 
 def test_saved_model_reloads_with_identical_outputs(registry, tmp_path):
     torch.manual_seed(1)
-    from dse_core.workloads import build_model
+    from dse_core.workloads.layers import build_model
 
     model, _ = build_model(registry, "lenet5", input_shape=(1, 28, 28), num_classes=10)
     x = torch.randn(32, 1, 28, 28)
@@ -129,7 +134,7 @@ def test_saved_model_errors(registry, tmp_path):
     with pytest.raises(DseError, match="no such compressed model"):
         load_compressed(registry, tmp_path / "missing.npz")
     torch.manual_seed(0)
-    from dse_core.workloads import build_model
+    from dse_core.workloads.layers import build_model
 
     model, _ = build_model(registry, "lenet5", input_shape=(1, 28, 28), num_classes=10)
     x = torch.randn(4, 1, 28, 28)

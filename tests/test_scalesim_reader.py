@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from dse_core import DseError
-from dse_core.scalesim import read_compute_report, read_config, read_topology
+from dse_core.workloads.scalesim import read_compute_report, read_config, read_topology
 
 from .conftest import SCALESIM
 

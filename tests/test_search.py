@@ -95,7 +95,7 @@ def _dse(*args: str) -> tuple[int, str, str]:
 
 
 def _load(storage: str, name: str):
-    from dse_core.results import load_study
+    from dse_core.search.results import load_study
 
     return load_study(storage, name)
 
@@ -112,7 +112,7 @@ def test_energy_only_search_records_queries_and_continues(storage, tmp_path):
     assert code == 0, err
     study = _load(storage, "energy")
     assert _states(study) == {"COMPLETE": 15}
-    from dse_core.results import ResultsDB
+    from dse_core.search.results import ResultsDB
 
     db = ResultsDB(storage, create=False)
     for trial in study.trials:
@@ -159,7 +159,7 @@ def test_energy_only_search_records_queries_and_continues(storage, tmp_path):
 def test_provenance_and_a_changed_spec(storage, tmp_path):
     path = _energy_study(tmp_path / "s.toml", "prov", 3, storage)
     assert _dse("run", str(path), "--storage", storage)[0] == 0
-    from dse_core.results import ResultsDB
+    from dse_core.search.results import ResultsDB
 
     db = ResultsDB(storage, create=False)
     prov = db.provenance("prov")
@@ -196,7 +196,7 @@ def test_two_workers_record_every_trial_once(storage, tmp_path):
     assert states.get("FAIL", 0) == 0 and 40 <= states["COMPLETE"] <= 41
     import sqlalchemy as sa
 
-    from dse_core.results import ResultsDB
+    from dse_core.search.results import ResultsDB
 
     db = ResultsDB(storage, create=False)
     with db.engine.connect() as conn:
@@ -210,7 +210,7 @@ def test_two_workers_record_every_trial_once(storage, tmp_path):
 SLEEPY = '''
 import os, time
 from dse_core import EnergyModelPlugin, hookimpl
-from plugins.energy_constant import ConstantEnergy
+from systolic_dse_plugins.energy_constant import ConstantEnergy
 
 class Sleepy(ConstantEnergy):
     def layer_energy(self, layer, mapping, **kw):
@@ -267,9 +267,9 @@ def _load_quiet(storage: str, name: str) -> bool:
 
 
 def test_a_plugin_raising_in_a_trial_fails_that_trial_only(storage, tmp_path):
-    from dse_core.search import run_worker, validate
-    from dse_core.search_spec import load_search_study
-    from plugins.energy_constant import ConstantEnergy
+    from dse_core.search.study_file import load_search_study
+    from dse_core.search.trials import run_worker, validate
+    from systolic_dse_plugins.energy_constant import ConstantEnergy
 
     class Flaky(ConstantEnergy):
         def layer_energy(self, layer, mapping, **kw):
@@ -301,7 +301,7 @@ def test_a_database_of_another_schema_version_is_refused(storage, tmp_path):
     assert _dse("run", str(path), "--storage", storage)[0] == 0
     import sqlalchemy as sa
 
-    from dse_core.results import ResultsDB
+    from dse_core.search.results import ResultsDB
 
     with ResultsDB(storage).engine.begin() as conn:
         conn.execute(sa.text("UPDATE dse_schema SET version = 99"))

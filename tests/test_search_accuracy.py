@@ -38,9 +38,9 @@ name = "random"
 def test_accuracy_is_trained_once_per_plan_and_reused_across_arrays(registry, tmp_path):
     import optuna
 
-    from dse_core.results import ResultsDB, load_study, open_storage
-    from dse_core.search import create_or_load, make_sampler, run_worker, validate
-    from dse_core.search_spec import load_search_study
+    from dse_core.search.results import ResultsDB, load_study, open_storage
+    from dse_core.search.study_file import load_search_study
+    from dse_core.search.trials import create_or_load, make_sampler, run_worker, validate
 
     path = tmp_path / "acc.toml"
     path.write_text(STUDY)

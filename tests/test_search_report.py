@@ -16,7 +16,7 @@ from .test_search import _energy_study
 
 
 def _registry_with(error: type[Exception]):
-    from plugins.energy_constant import ConstantEnergy
+    from systolic_dse_plugins.energy_constant import ConstantEnergy
 
     class FailsAt16(ConstantEnergy):
         def layer_energy(self, layer, mapping, **kw):
@@ -32,8 +32,9 @@ def _registry_with(error: type[Exception]):
 
 def _run(monkeypatch, registry, *args: str):
     import dse_core.cli as cli_module
+    import dse_core.cli.group as group
 
-    monkeypatch.setattr(cli_module, "_registry", lambda ctx: registry)
+    monkeypatch.setattr(group, "get_registry", lambda no_plugins=False: registry)
     result = CliRunner().invoke(cli_module.cli, list(args), standalone_mode=False,
                                 catch_exceptions=True)
     # dse_core.cli.main turns a DseError into exit 2 and a returned status into the exit code
@@ -50,7 +51,7 @@ def test_failed_trials_are_one_line_each_and_summarised(monkeypatch, tmp_path, e
                          options="{ mac_pj = 0.04 }")
     code, out, err, exc = _run(monkeypatch, _registry_with(error), "run", str(path),
                                "--storage", storage, "--set", "space.rows=[8, 16]")
-    from dse_core.results import load_study
+    from dse_core.search.results import load_study
 
     trials = load_study(storage, "f").trials
     failed = [t for t in trials if t.state.name == "FAIL"]
@@ -73,14 +74,10 @@ def test_failed_trials_are_one_line_each_and_summarised(monkeypatch, tmp_path, e
 
 
 def test_a_repeated_design_costs_nothing_and_counts_once(tmp_path, registry):
-    from dse_core.results import ResultsDB, load_study, open_storage
-    from dse_core.search import (
-        create_or_load,
-        distinct_designs,
-        make_sampler,
-        run_worker,
-    )
-    from dse_core.search_spec import load_search_study
+    from dse_core.search.report import distinct_designs
+    from dse_core.search.results import ResultsDB, load_study, open_storage
+    from dse_core.search.study_file import load_search_study
+    from dse_core.search.trials import create_or_load, make_sampler, run_worker
 
     storage = f"sqlite:///{tmp_path / 'd.db'}"
     path = _energy_study(tmp_path / "s.toml", "d", 3, storage)
@@ -100,10 +97,10 @@ def test_a_repeated_design_costs_nothing_and_counts_once(tmp_path, registry):
 
 
 def test_plot_counts_the_front_that_pareto_lists(tmp_path, registry, monkeypatch):
-    from dse_core.plotting import plot_data
-    from dse_core.results import load_study, pareto_rows
-    from dse_core.search import run_worker
-    from dse_core.search_spec import load_search_study
+    from dse_core.search.plotting import plot_data
+    from dse_core.search.results import load_study, pareto_rows
+    from dse_core.search.study_file import load_search_study
+    from dse_core.search.trials import run_worker
 
     storage = f"sqlite:///{tmp_path / 'p.db'}"
     path = _energy_study(tmp_path / "s.toml", "p", 25, storage)
@@ -128,7 +125,7 @@ def test_plot_counts_the_front_that_pareto_lists(tmp_path, registry, monkeypatch
 
 
 def test_one_number_format_per_column():
-    from dse_core.formatting import render
+    from dse_core.cli.formatting import render
 
     rows = [{"layer": "a", "pj": 10550.5318, "n": 3, "drop": 0.8},
             {"layer": "b", "pj": 100757.0, "n": 100757, "drop": -0.25}]
@@ -142,7 +139,7 @@ def test_one_number_format_per_column():
 
 
 def test_the_validation_budget_is_judged_in_the_report():
-    from dse_core.compress import CompressionResult
+    from dse_core.compression.compress import CompressionResult
 
     def result(val_drop: float, tune_drop: float) -> CompressionResult:
         return CompressionResult(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dse_core import CompressionPlan, DseError, instantiate
-from dse_core.selection import LayerScheduler, SelectionRequest, WeightSelector
+from dse_core.compression.selection import LayerScheduler, SelectionRequest, WeightSelector
 
 CODES = np.arange(-128, 128)
 

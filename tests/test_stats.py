@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from dse_core import DseError, LayerSpec, layers_from_module
-from dse_core.stats import NetworkStats, _Im2col, collect_stats, cycle_class, psum_group
+from dse_core.switching.stats import NetworkStats, _Im2col, collect_stats, cycle_class, psum_group
 
 
 def test_psum_group_counts_flipped_top_bits():
@@ -151,7 +151,7 @@ def test_partial_sums_in_chunks_equal_one_pass(monkeypatch):
     """Large layers compute the exact partial sums a few vector pairs at a time; the
     distributions must not depend on the chunking (grouped conv: several groups, each in
     several chunks)."""
-    import dse_core.stats as stats_module
+    import dse_core.switching.stats as stats_module
 
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 6, 3, padding=1, groups=2)

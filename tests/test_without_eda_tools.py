@@ -66,8 +66,8 @@ def test_the_default_pe_needs_no_yosys_at_any_height(without_eda_tools, registry
 
 
 def test_shipped_widths_are_16_to_28_bits_and_grow(without_eda_tools):
-    from dse_core.gates import Netlist
-    from plugins.characterizers import SHIPPED_PSUM_BITS, shipped_netlist_file
+    from dse_core.switching.gates import Netlist
+    from systolic_dse_plugins.characterizers import SHIPPED_PSUM_BITS, shipped_netlist_file
 
     assert (default_psum_bits(1), default_psum_bits(4096)) == (16, 28)
     gates = []
@@ -117,7 +117,7 @@ def test_a_search_over_16_32_and_64_rows_has_no_failed_trial(no_eda_path, lenet_
     assert result.returncode == 0, result.stderr[-3000:]
     assert "failed" not in result.stderr and "Traceback" not in result.stderr
     assert "study fresh: 6 complete; 6 distinct designs" in result.stderr
-    from dse_core.results import load_study
+    from dse_core.search.results import load_study
 
     trials = load_study(f"sqlite:///{tmp_path / 'fresh.db'}", "fresh").trials
     assert [t.state.name for t in trials] == ["COMPLETE"] * 6
@@ -135,7 +135,7 @@ def test_a_search_over_16_32_and_64_rows_has_no_failed_trial(no_eda_path, lenet_
 @pytest.mark.skipif(shutil.which("yosys") is None, reason="yosys not installed")
 def test_yosys_is_still_used_for_a_users_rtl_where_present(registry, tmp_path):
     """The other side: with Yosys on PATH the user's RTL is synthesised (CI installs it)."""
-    rtl = ROOT / "plugins" / "rtl" / "pe.v"
+    rtl = ROOT / "systolic_dse_plugins" / "rtl" / "pe.v"
     mine = instantiate(registry.get("characterizer", "gate_level"),
                        {"rtl": str(rtl), "psum_bits": 20})
     assert mine.netlist().n_gates > 400

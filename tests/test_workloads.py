@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from dse_core import DseError, layers_from_module, load_workload
-from dse_core.workloads import parse_input_shape
+from dse_core.workloads.layers import parse_input_shape
 
 
 def test_lenet5(registry):

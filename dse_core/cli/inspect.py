@@ -1,0 +1,235 @@
+"""``dse plugins / layers / map / energy / scalesim``: what a workload is, how it maps,
+what it costs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from dse_core.cli.formatting import render
+from dse_core.cli.group import (
+    DEFAULT_ENERGY_MODEL,
+    SCALESIM_MAPPINGS,
+    array_option,
+    batch_option,
+    format_option,
+    input_option,
+    load_layers,
+    mapping_option,
+    parse_options,
+    registry_of,
+    resolve_mapping,
+    show_progress,
+)
+from dse_core.errors import DseError
+from dse_core.host.registry import instantiate
+from dse_core.types import ArrayConfig, LayerSpec
+
+
+@click.command("plugins")
+@click.option("--kind", help="Only this kind (mapping, energy_model, model, …).")
+@format_option
+@click.pass_context
+def plugins_cmd(ctx: click.Context, kind: str | None, fmt: str) -> None:
+    """Every registered plugin: kind, name, summary, provider, version."""
+    registry = registry_of(ctx)
+    if kind and kind not in registry.records:
+        raise DseError(f"--kind {kind!r}: expected one of {', '.join(registry.records)}")
+    rows = [{"kind": k, "name": r.name, "summary": r.summary, "provider": r.provider,
+             "version": r.version} for k, r in registry.all() if not kind or k == kind]
+    click.echo(render(rows, fmt, columns=["kind", "name", "summary", "provider", "version"]))
+    for failure in registry.failures:
+        click.echo(f"warning: plugin {failure.plugin} from {failure.provider} was skipped: "
+                   f"{failure.error}", err=True)
+
+
+def _hw(pair: tuple[int, int]) -> str:
+    return f"{pair[0]}x{pair[1]}"
+
+
+@click.command("layers")
+@click.argument("workload")
+@input_option
+@batch_option
+@format_option
+@click.pass_context
+def layers_cmd(ctx: click.Context, workload: str, input_shape: str | None, batch: int,
+               fmt: str) -> None:
+    """The layers of a model or SCALE-Sim topology: shapes, GEMM dims M/K/N, MACs.
+
+    WORKLOAD is a model name (resnet20, torchvision:resnet18) or a topology .csv file."""
+    layers = load_layers(ctx, workload, input_shape, batch)
+    rows = [{"layer": s.name, "kind": s.kind, "c_in": s.in_channels, "c_out": s.out_channels,
+             "kernel": _hw(s.kernel), "stride": _hw(s.stride), "padding": _hw(s.padding),
+             "groups": s.groups, "input": _hw(s.input_hw), "output": _hw(s.output_hw),
+             "M": s.gemm_m, "K": s.gemm_k, "N": s.gemm_n, "macs": s.macs,
+             "weights": s.weight_count} for s in layers]
+    total = {"layer": f"total ({len(layers)} layers)", "macs": sum(s.macs for s in layers),
+             "weights": sum(s.weight_count for s in layers)}
+    click.echo(render(rows, fmt, total=total, meta={"workload": workload, "batch": batch}))
+
+
+def _map_rows(layers: Sequence[LayerSpec], mappings: Sequence[Any]) -> list[dict[str, Any]]:
+    return [{"layer": s.name, "M": s.gemm_m, "K": s.gemm_k, "N": s.gemm_n, "groups": m.groups,
+             "row_folds": m.row_folds, "col_folds": m.col_folds, "folds": m.folds,
+             "cycles_per_fold": m.cycles_per_fold, "cycles": m.cycles, "macs": m.macs,
+             "mapping_eff_pct": round(100 * m.mapping_efficiency, 3),
+             "util_pct": round(100 * m.utilisation, 3)} for s, m in zip(layers, mappings,
+                                                                           strict=True)]
+
+
+def _map_total(mappings: Sequence[Any], array: ArrayConfig) -> dict[str, Any]:
+    cycles = sum(m.cycles for m in mappings)
+    macs = sum(m.macs for m in mappings)
+    return {"layer": "total", "folds": sum(m.folds for m in mappings), "cycles": cycles,
+            "macs": macs, "util_pct": round(100 * macs / (cycles * array.pe_count), 3)}
+
+
+@click.command("map")
+@click.argument("workload")
+@array_option
+@mapping_option
+@input_option
+@batch_option
+@format_option
+@click.pass_context
+def map_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
+            input_shape: str | None, batch: int, fmt: str) -> None:
+    """Per-layer folds, cycles and utilisation of WORKLOAD on an array, and the total."""
+    from dse_core.mapping.evaluate import map_network
+
+    layers = load_layers(ctx, workload, input_shape, batch)
+    mapper, array = resolve_mapping(ctx, mapping, array_text)
+    mappings = map_network(layers, array, mapper)
+    click.echo(render(_map_rows(layers, mappings), fmt, total=_map_total(mappings, array),
+                      meta={"workload": workload, "array": str(array), "mapping": mapping}))
+
+
+@click.command("energy")
+@click.argument("workload")
+@array_option
+@mapping_option
+@click.option("--energy-model", default=DEFAULT_ENERGY_MODEL, show_default=True,
+              help="Energy model plugin (see `dse plugins`).")
+@click.option("--mac-pj", type=float, help="Shorthand for -o mac_pj=VALUE (constant model).")
+@click.option("--sample-folds", type=click.IntRange(min=1),
+              help="Shorthand for -o sample_folds=N (exact model).")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="An option of the energy model; repeatable.")
+@click.option("--dataset", help="Collect switching statistics on this dataset (needed by "
+              "msb_hamming, global_activation, exact); the model is trained on it if needed.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False),
+              help="Trained weights (from `dse train`) instead of the cached training run.")
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Training epochs when no checkpoint is cached.")
+@click.option("--calibration-images", type=click.IntRange(min=2), default=1024,
+              show_default=True, help="Images the statistics are collected on.")
+@click.option("--stats", "stats_file", type=click.Path(dir_okay=False),
+              help="Statistics file (from `dse stats`) instead of collecting them.")
+@click.option("--per-weight", is_flag=True,
+              help="Print each layer's 256-value per-weight energy curve (pJ per PE cycle).")
+@input_option
+@batch_option
+@format_option
+@click.pass_context
+def energy_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
+               energy_model: str, mac_pj: float | None, sample_folds: int | None,
+               options: tuple[str, ...], dataset: str | None, checkpoint: str | None,
+               epochs: int, calibration_images: int, stats_file: str | None, per_weight: bool,
+               input_shape: str | None, batch: int, fmt: str) -> None:
+    """Energy of one inference of WORKLOAD on an array, per layer and in total (pJ)."""
+    from dse_core.mapping.evaluate import evaluate_network
+
+    registry = registry_of(ctx)
+    mapper, array = resolve_mapping(ctx, mapping, array_text)
+    opts = parse_options(options)
+    if mac_pj is not None:
+        opts["mac_pj"] = mac_pj
+    if sample_folds is not None:
+        opts["sample_folds"] = sample_folds
+    model = instantiate(registry.get("energy_model", energy_model), opts)
+    stats, char = None, None
+    if dataset is not None:
+        from dse_core.switching.pipeline import switching_inputs
+
+        if input_shape is not None or batch != 1:
+            raise DseError("--input and --batch come from the dataset when --dataset is given")
+        inputs = switching_inputs(registry, workload, dataset, array, checkpoint=checkpoint,
+                                  epochs=epochs, calibration_images=calibration_images,
+                                  stats_file=stats_file, progress=show_progress())
+        layers, stats, char = inputs.layers, inputs.stats.layers, inputs.characterization
+    else:
+        layers = load_layers(ctx, workload, input_shape, batch)
+    if per_weight:
+        curves = {layer.name: model.per_weight_energy(layer, (stats or {}).get(layer.name),
+                                                      char) for layer in layers}
+        curve_rows = [{"code": code, **{n: float(c[code + 128]) for n, c in curves.items()}}
+                      for code in range(-128, 128)]
+        click.echo(render(curve_rows, fmt, meta={"workload": workload, "energy_model": energy_model,
+                                           "unit": "pJ per busy PE cycle"}))
+        return
+    result = evaluate_network(layers, array, mapper, model, stats=stats, characterization=char)
+    net = result.energy
+    total_pj = net.total_pj
+    terms = ("mac_switching_pj", "clock_pj", "idle_pj", "fill_drain_pj", "weight_load_pj")
+    rows: list[dict[str, Any]] = [
+            {"layer": e.layer, "macs": e.macs, "cycles": e.cycles,
+             **{t: getattr(e, t) for t in terms}, "total_pj": e.total_pj,
+             "share_pct": round(100 * e.total_pj / total_pj, 2) if total_pj else 0.0}
+            for e in net.layers]
+    total: dict[str, Any] = {
+             "layer": "total", "macs": net.macs, "cycles": net.cycles,
+             **{t: sum(getattr(e, t) for e in net.layers) for t in terms},
+             "total_pj": total_pj, "share_pct": 100.0}
+    meta: dict[str, Any] = {"workload": workload, "array": str(array), "mapping": mapping,
+                             "energy_model": energy_model, **opts}
+    if dataset:
+        meta["dataset"] = dataset
+    click.echo(render(rows, fmt, total=total, meta=meta))
+
+
+@click.command("scalesim")
+@click.argument("topology", type=click.Path(dir_okay=False))
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="SCALE-Sim .cfg file (array size and dataflow).")
+@click.option("--compare", "report_path", type=click.Path(dir_okay=False),
+              help="SCALE-Sim COMPUTE_REPORT.csv to cross-check layer by layer.")
+@format_option
+@click.pass_context
+def scalesim_cmd(ctx: click.Context, topology: str, config_path: str, report_path: str | None,
+                 fmt: str) -> None:
+    """Map a SCALE-Sim topology with a SCALE-Sim config; with --compare, diff our cycles and
+    mapping efficiency against SCALE-Sim's report, per layer. Exit status 1 on a mismatch."""
+    from dse_core.mapping.evaluate import map_network
+    from dse_core.workloads.scalesim import (
+        compare_with_report,
+        read_compute_report,
+        read_config,
+        read_topology,
+    )
+
+    array, run_name = read_config(config_path)
+    layers = read_topology(topology)
+    mapper = instantiate(registry_of(ctx).get("mapping", SCALESIM_MAPPINGS[array.dataflow]))
+    mappings = map_network(layers, array, mapper)
+    meta = {"run": run_name, "array": str(array)}
+    if report_path is None:
+        click.echo(render(_map_rows(layers, mappings), fmt,
+                          total=_map_total(mappings, array), meta=meta))
+        return
+    rows = compare_with_report(layers, mappings, read_compute_report(report_path))
+    matched = sum(1 for r in rows if r["match"])
+    total = {"layer": "total", "cycles": sum(m.cycles for m in mappings),
+             "scalesim_cycles": sum(int(r["scalesim_cycles"]) for r in rows),  # type: ignore[call-overload]
+             "match": matched == len(rows)}
+    click.echo(render(rows, fmt, total=total, meta=meta))
+    if fmt == "table":
+        click.echo(f"{matched}/{len(rows)} layers match SCALE-Sim (cycles = its Total Cycles "
+                   "+ 1, mapping efficiency equal)")
+    if matched != len(rows):
+        ctx.exit(1)
+
+
+COMMANDS = [plugins_cmd, layers_cmd, map_cmd, energy_cmd, scalesim_cmd]

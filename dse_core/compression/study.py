@@ -1,0 +1,144 @@
+"""Study files: TOML validated by pydantic v2 into a frozen :class:`CompressStudy`.
+
+Every key is documented in docs/compression.md. Unknown keys, wrong types and out-of-range
+values are user errors naming the file, the dotted key, the value and what was expected.
+``overrides`` (``--set key=value`` on the CLI) are applied before validation; a value is read
+as a TOML literal when it parses as one (``3``, ``2.5``, ``true``, ``[64, 8]``), else as text.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from dse_core.errors import DseError
+
+__all__ = ["CompressStudy", "load_study", "apply_overrides", "StudyModel"]
+
+
+class StudyModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Workload(StudyModel):
+    model: str = Field(description="model reference, e.g. lenet5, resnet20, torchvision:NAME")
+    dataset: str = Field(description="dataset plugin name, e.g. mnist5k")
+    checkpoint: str | None = Field(None, description="trained float checkpoint; else trained "
+                                   "and cached")
+
+
+class Array(StudyModel):
+    rows: int = Field(64, ge=1, le=4096)
+    cols: int = Field(64, ge=1, le=4096)
+    dataflow: Literal["ws", "os", "is"] = "ws"
+
+
+class Energy(StudyModel):
+    model: str = Field("msb_hamming", description="energy model that guides selection and "
+                       "the schedule")
+    report_model: str = Field("msb_hamming", description="energy model the report uses")
+    calibration_images: int = Field(1024, ge=1)
+    characterizer: str = "gate_level"
+
+
+class Compression(StudyModel):
+    policy: str = "energy_accuracy"
+    policy_options: dict[str, Any] = Field(default_factory=dict)
+    scheduler: str = "energy_prioritized"
+    scheduler_options: dict[str, Any] = Field(default_factory=dict)
+    accuracy_budget_pct: float = Field(2.0, gt=0, lt=100)
+
+
+class Training(StudyModel):
+    float_epochs: int = Field(5, ge=1)
+    qat_epochs: float = Field(2.0, ge=0)
+    final_epochs: float = Field(2.0, ge=0)
+    lr: float = Field(1e-3, gt=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    batch_size: int = Field(64, ge=1)
+    tune_images: int = Field(500, ge=1, description="held out of the training split for the "
+                             "schedule's accept/revert decisions")
+    calibration_batches: int = Field(8, ge=1)
+    device: str = "auto"
+
+
+class CompressStudy(StudyModel):
+    name: str = ""
+    seed: int = 0
+    workload: Workload
+    array: Array = Array()
+    energy: Energy = Energy()
+    compression: Compression = Compression()
+    training: Training = Training()
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: a TOML value, else JSON, else the string (as ``-o`` reads them)."""
+    import json
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        pass
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(doc: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``key.sub=value`` strings applied to a copy of the raw document."""
+    import copy
+
+    doc = copy.deepcopy(doc)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DseError(f"--set {item!r}: expected key=value, e.g. array.rows=32")
+        node = doc
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise DseError(f"--set {item!r}: {part} is not a table")
+            node = child
+        node[parts[-1]] = parse_value(value.strip())
+    return doc
+
+
+def format_pydantic_error(source: str, exc: PydanticValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"{source}: unknown key {loc!r}"
+    if err["type"] == "missing":
+        return f"{source}: {loc}: required key missing"
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{source}: {loc} = {err.get('input')!r}: {err['msg'].lower()}{more}"
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise DseError(f"{path}: no such study file") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise DseError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def load_study(path: str | Path, overrides: Sequence[str] = ()) -> CompressStudy:
+    """Read and validate a ``dse compress`` study file."""
+    doc = apply_overrides(read_toml(path), overrides)
+    try:
+        study = CompressStudy.model_validate(doc)
+    except PydanticValidationError as exc:
+        raise DseError(format_pydantic_error(str(path), exc)) from exc
+    if not study.name:
+        study = study.model_copy(update={"name": Path(path).stem})
+    return study

@@ -1,0 +1,215 @@
+"""Search study files (``dse run``): TOML validated into a frozen :class:`SearchStudy`.
+
+docs/search.md documents every key. Validation happens before anything is created: unknown
+keys, wrong types, an empty search space, contradictory bounds are one-line user errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from dse_core.compression.study import (
+    Compression,
+    StudyModel,
+    Training,
+    apply_overrides,
+    format_pydantic_error,
+    read_toml,
+)
+from dse_core.errors import DseError
+
+__all__ = ["SearchStudy", "load_search_study", "OBJECTIVES", "SAMPLERS"]
+
+#: objective name -> Optuna direction
+OBJECTIVES: dict[str, str] = {
+    "energy_pj": "minimize", "mac_energy_pj": "minimize", "accuracy": "maximize",
+    "accuracy_drop": "minimize", "cycles": "minimize", "pe_count": "minimize",
+    "edp": "minimize",
+}
+SAMPLERS = ("tpe", "nsga2", "nsga3", "gp", "random", "grid")
+
+
+class SearchWorkload(StudyModel):
+    model: str | None = None
+    dataset: str | None = None
+    checkpoint: str | None = None
+    topology: str | None = Field(None, description="a SCALE-Sim topology CSV (energy/latency)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SearchWorkload:
+        if (self.model is None) == (self.topology is None):
+            raise ValueError("give either workload.model or workload.topology")
+        return self
+
+
+class Dimension(StudyModel):
+    """Powers of two within [min, max], or an explicit list of values."""
+
+    min: int | None = Field(None, ge=1)
+    max: int | None = Field(None, ge=1)
+    values: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Dimension:
+        if self.values is not None:
+            if not self.values or any(v < 1 for v in self.values):
+                raise ValueError("values must be a non-empty list of sizes >= 1")
+            if self.min is not None or self.max is not None:
+                raise ValueError("give min/max or values, not both")
+        elif self.min is None or self.max is None:
+            raise ValueError("give min and max (powers of two between them) or values")
+        elif self.min > self.max:
+            raise ValueError(f"min = {self.min} > max = {self.max}")
+        elif not self.choices():
+            raise ValueError(f"no power of two between {self.min} and {self.max}")
+        return self
+
+    def choices(self) -> list[int]:
+        if self.values is not None:
+            return sorted(set(self.values))
+        assert self.min is not None and self.max is not None
+        return [1 << k for k in range(0, 16) if self.min <= 1 << k <= self.max]
+
+
+class Space(StudyModel):
+    rows: Dimension = Dimension(min=8, max=128)
+    cols: Dimension = Dimension(min=8, max=128)
+    dataflow: list[Literal["ws", "os", "is"]] = Field(default=["ws"], min_length=1)
+    mapping: list[str] | None = Field(None, min_length=1, description="mapping plugins by "
+                                      "name (yours too); default: the shipped {dataflow}_tile")
+    compression: bool = Field(False, description="search the scheduler's knobs (needs a "
+                              "model and dataset)")
+
+    @field_validator("rows", "cols", mode="before")
+    @classmethod
+    def _list_shorthand(cls, value: Any) -> Any:
+        return {"values": value} if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _one_way_to_name_mappings(self) -> Space:
+        if self.mapping is not None and "dataflow" in self.model_fields_set:
+            raise ValueError("give space.mapping (mapping plugins by name) or space.dataflow "
+                             "(the shipped {dataflow}_tile mappings), not both")
+        if self.mapping is not None and len(set(self.mapping)) != len(self.mapping):
+            raise ValueError("space.mapping lists a mapping twice")
+        return self
+
+    @property
+    def mapping_param(self) -> str:
+        """The trial parameter that picks the mapping: ``mapping`` or ``dataflow``."""
+        return "dataflow" if self.mapping is None else "mapping"
+
+    def mapping_choices(self) -> dict[str, str]:
+        """Parameter value -> mapping plugin name, in the study's order."""
+        if self.mapping is None:
+            return {df: f"{df}_tile" for df in self.dataflow}
+        return {name: name for name in self.mapping}
+
+
+class Constraints(StudyModel):
+    accuracy_budget_pct: float | None = Field(None, gt=0, lt=100)
+    max_pe_count: int | None = Field(None, ge=1)
+
+
+class Sampler(StudyModel):
+    name: Literal["tpe", "nsga2", "nsga3", "gp", "random", "grid"] = "tpe"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SearchEnergy(StudyModel):
+    model: str = Field("auto", description="energy model; auto = msb_hamming with a dataset, "
+                       "else constant")
+    options: dict[str, Any] = Field(default_factory=dict)
+    calibration_images: int = Field(1024, ge=1)
+    characterizer: str = "gate_level"
+    characterizer_options: dict[str, Any] = Field(
+        default_factory=dict, description="options of the characteriser (e.g. rtl, top, "
+        "table); psum_bits follows each array's rows")
+    selection_rows: int = Field(64, ge=1, description="array rows whose energy curves guide "
+                                "weight selection, so a plan's accuracy is array-independent")
+
+
+class SearchTraining(Training):
+    fine_tune_epochs: float = Field(1.0, ge=0, description="QAT epochs per compression plan")
+
+
+class Scaling(StudyModel):
+    heartbeat_interval_s: int = Field(60, ge=1)
+    grace_period_s: int = Field(180, ge=2)
+    max_retry: int = Field(2, ge=0)
+
+
+class SearchStudy(StudyModel):
+    name: str = ""
+    seed: int = 0
+    n_trials: int = Field(50, ge=1)
+    storage: str = Field("", description="SQLAlchemy URL; default: SQLite file beside the "
+                         "study file")
+    workload: SearchWorkload
+    space: Space = Space()
+    objectives: list[str] = Field(default_factory=lambda: ["energy_pj", "cycles"],
+                                  min_length=1)
+    constraints: Constraints = Constraints()
+    sampler: Sampler = Sampler()
+    energy: SearchEnergy = SearchEnergy()
+    compression: Compression = Compression()
+    training: SearchTraining = SearchTraining()
+    scaling: Scaling = Scaling()
+
+    @field_validator("objectives")
+    @classmethod
+    def _known_objectives(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in OBJECTIVES:
+                raise ValueError(f"unknown objective {name!r}; known: "
+                                 + ", ".join(OBJECTIVES))
+        if len(set(value)) != len(value):
+            raise ValueError("an objective is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchStudy:
+        needs_accuracy = {"accuracy", "accuracy_drop"} & set(self.objectives) or \
+            self.constraints.accuracy_budget_pct is not None
+        if needs_accuracy and not self.space.compression:
+            raise ValueError("accuracy objectives and constraints need space.compression = "
+                             "true (accuracy comes from QAT of each compression plan)")
+        if self.space.compression and (self.workload.model is None
+                                       or self.workload.dataset is None):
+            raise ValueError("space.compression = true needs workload.model and "
+                             "workload.dataset")
+        return self
+
+    @property
+    def directions(self) -> list[Any]:
+        return [OBJECTIVES[o] for o in self.objectives]
+
+
+def load_search_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()
+                      ) -> SearchStudy:
+    """Read and validate a ``dse run`` study file; the default storage is a SQLite file
+    ``<name>.db`` beside it."""
+    path = Path(path)
+    doc = apply_overrides(read_toml(path), overrides)
+    try:
+        study = SearchStudy.model_validate(doc)
+    except PydanticValidationError as exc:
+        raise DseError(format_pydantic_error(str(path), exc)) from exc
+    updates: dict[str, Any] = {}
+    name = study.name or path.stem
+    updates["name"] = name
+    if study.energy.model == "auto":
+        updates["energy"] = study.energy.model_copy(update={
+            "model": "msb_hamming" if study.workload.dataset else "constant"})
+    if not study.storage:
+        updates["storage"] = f"sqlite:///{(path.parent / f'{name}.db').resolve()}"
+    if study.workload.topology and not Path(study.workload.topology).is_absolute():
+        topo = Path(study.workload.topology)
+        if not topo.exists() and (path.parent / topo).exists():
+            updates["workload"] = study.workload.model_copy(
+                update={"topology": str(path.parent / topo)})
+    return study.model_copy(update=updates)

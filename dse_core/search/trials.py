@@ -1,0 +1,482 @@
+"""``dse run`` / ``dse worker``: the multi-objective search.
+
+Per trial: suggest an array (rows, cols, dataflow) and, when compression is searched, the
+scheduler's knobs; reject designs over a hard budget before any work; map and charge every
+layer for that array (cheap); get the accuracy of the compression plan from the study's
+accuracy cache in the database, or by QAT fine-tuning from the int8 baseline (so trials that
+differ only in the array never retrain); record metrics in Optuna's trial attributes and the
+per-layer breakdown in ``dse_trial_layers``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dse_core.errors import DseError
+from dse_core.host.registry import Registry, instantiate
+from dse_core.mapping.evaluate import charge_layer
+from dse_core.search.results import ResultsDB, open_storage
+from dse_core.search.study_file import SearchStudy
+from dse_core.types import ArrayConfig, CompressionPlan, LayerSpec
+
+__all__ = ["Evaluator", "validate", "make_sampler", "create_or_load", "run_worker", "plan_key",
+           "design_key"]
+
+log = logging.getLogger(__name__)
+
+
+def plan_key(plan: CompressionPlan) -> str:
+    return hashlib.sha256(json.dumps(dict(sorted(plan.n_levels.items()))).encode()
+                          ).hexdigest()[:32]
+
+
+def _mapping(registry: Registry, name: str) -> tuple[Any, str]:
+    """A mapping plugin's instance and the dataflow of the arrays it maps."""
+    record = registry.get("mapping", name)
+    return instantiate(record), str(getattr(record, "dataflow", "ws"))
+
+
+def validate(registry: Registry, study: SearchStudy) -> None:
+    """Everything that can be checked before a database or a study is created: plugin names
+    and options, the workload, the sampler's options."""
+    mappers = [_mapping(registry, name) for name in study.space.mapping_choices().values()]
+    model = instantiate(registry.get("energy_model", study.energy.model), study.energy.options)
+    w = study.workload
+    if w.checkpoint and not Path(w.checkpoint).exists():
+        raise DseError(f"workload.checkpoint = {w.checkpoint!r}: no such file")
+    if w.dataset:
+        registry.get("model", (w.model or "").split(":")[0])
+        registry.get("dataset", w.dataset)
+        from dse_core.types import default_psum_bits
+
+        instantiate(registry.get("characterizer", study.energy.characterizer),
+                    {**study.energy.characterizer_options,
+                     "psum_bits": default_psum_bits(study.space.rows.choices()[0])})
+    else:  # no statistics: the energy model must work without them; try it on one layer
+        from dse_core.workloads.layers import load_workload
+
+        layer = load_workload(registry, w.topology or w.model or "")[0]
+        mapper, dataflow = mappers[0]
+        array = ArrayConfig(study.space.rows.choices()[0], study.space.cols.choices()[0],
+                            dataflow=dataflow)  # type: ignore[arg-type]
+        try:
+            model.layer_energy(layer, mapper.map(layer, array))
+        except DseError as exc:
+            raise DseError(f"energy.model = {study.energy.model!r} cannot charge this "
+                           f"workload without a dataset: {exc}") from exc
+    knobs: dict[str, Any] = {}
+    if study.space.compression:
+        c = study.compression
+        instantiate(registry.get("selector", c.policy), c.policy_options)
+        scheduler = instantiate(registry.get("scheduler", c.scheduler), c.scheduler_options)
+        knobs = {k.name: k for k in scheduler.knobs(["layer"])}
+    make_sampler(study, 0, knobs)
+
+
+def make_sampler(study: SearchStudy, worker_index: int, knob_space: dict[str, Any]) -> Any:
+    """The study's sampler, seeded per worker so workers do not suggest the same designs."""
+    import optuna
+
+    seed = study.seed + 1000 * worker_index
+    opts = dict(study.sampler.options)
+    name = study.sampler.name
+    try:
+        if name == "tpe":
+            return optuna.samplers.TPESampler(**{"multivariate": True, "seed": seed, **opts})
+        if name == "nsga2":
+            return optuna.samplers.NSGAIISampler(**{"seed": seed, **opts})
+        if name == "nsga3":
+            return optuna.samplers.NSGAIIISampler(**{"seed": seed, **opts})
+        if name == "gp":
+            return optuna.samplers.GPSampler(**{"seed": seed, **opts})
+        if name == "random":
+            return optuna.samplers.RandomSampler(**{"seed": seed, **opts})
+        grid: dict[str, list[Any]] = {"rows": study.space.rows.choices(),
+                                      "cols": study.space.cols.choices()}
+        if len(study.space.mapping_choices()) > 1:
+            grid[study.space.mapping_param] = list(study.space.mapping_choices())
+        for key, value in knob_space.items():
+            if value.kind == "categorical":
+                grid[key] = list(value.choices)
+            elif value.kind == "int" and not value.log:
+                grid[key] = list(range(int(value.low), int(value.high) + 1))
+            else:
+                raise DseError(f"sampler.name = 'grid': knob {key!r} is continuous; use "
+                               "another sampler or a scheduler with discrete knobs")
+        return optuna.samplers.GridSampler(grid, **{"seed": seed, **opts})
+    except TypeError as exc:
+        raise DseError(f"sampler.options = {opts}: {exc}") from exc
+
+
+@dataclass
+class _RowsInputs:
+    layers: list[LayerSpec]
+    stats: Any
+    char: Any
+
+
+class Evaluator:
+    """Evaluates designs of one study inside one worker process."""
+
+    def __init__(self, registry: Registry, study: SearchStudy, db: ResultsDB,
+                 progress: bool = False) -> None:
+        self.registry, self.study, self.db, self.progress = registry, study, db, progress
+        # parameter value (a dataflow, or a mapping plugin's name) -> (mapper, dataflow, name)
+        self.mappings = {value: (*_mapping(registry, name), name)
+                         for value, name in study.space.mapping_choices().items()}
+        self.energy_model = instantiate(registry.get("energy_model", study.energy.model),
+                                        study.energy.options)
+        self._inputs: dict[int, _RowsInputs] = {}
+        self.session: Any = None
+        self.scheduler: Any = None
+        self.knobs: dict[str, Any] = {}
+        self.baseline: dict[str, Any] = {}
+        if study.space.compression:
+            self._setup_compression()
+
+    # -- inputs for an array height ---------------------------------------------------------
+    def inputs(self, rows: int) -> _RowsInputs:
+        if rows not in self._inputs:
+            w = self.study.workload
+            if w.dataset:
+                from dse_core.switching.pipeline import switching_inputs
+
+                si = switching_inputs(
+                    self.registry, w.model or "", w.dataset, ArrayConfig(rows, 8),
+                    checkpoint=w.checkpoint, epochs=self.study.training.float_epochs,
+                    seed=self.study.seed, calibration_images=self.study.energy.calibration_images,
+                    characterizer=self.study.energy.characterizer,
+                    characterizer_options=self.study.energy.characterizer_options,
+                    progress=self.progress)
+                self._inputs[rows] = _RowsInputs(si.layers, si.stats, si.characterization)
+            else:
+                from dse_core.workloads.layers import load_workload
+
+                layers = load_workload(self.registry, w.topology or w.model or "")
+                self._inputs[rows] = _RowsInputs(list(layers), None, None)
+        return self._inputs[rows]
+
+    # -- compression ------------------------------------------------------------------------
+    def _setup_compression(self) -> None:
+        from dse_core.compression.compress import Session, _EnergyView, _split_data, resolve_device
+        from dse_core.compression.selection import WeightSelector
+        from dse_core.compression.study import CompressStudy
+        from dse_core.workloads.datasets import load_dataset
+
+        s = self.study
+        c = s.compression
+        selector = instantiate(self.registry.get("selector", c.policy), c.policy_options)
+        self.scheduler = instantiate(self.registry.get("scheduler", c.scheduler),
+                                     c.scheduler_options)
+        if not isinstance(selector, WeightSelector):
+            raise DseError(f"selection policy {c.policy!r} does not implement WeightSelector")
+        rows = s.energy.selection_rows
+        inputs = self.inputs(rows)
+        mapper, dataflow, _ = next(iter(self.mappings.values()))
+        array = ArrayConfig(rows, 64, dataflow=dataflow)  # type: ignore[arg-type]
+        maps = [mapper.map(layer, array) for layer in inputs.layers]
+        guide = _EnergyView(self.energy_model, inputs.layers, maps, inputs.stats, inputs.char)
+        splits = load_dataset(self.registry, s.workload.dataset or "")
+        data = _split_data(splits, s.training.tune_images)
+        compress_study = CompressStudy.model_validate({
+            "name": s.name, "seed": s.seed,
+            "workload": {"model": s.workload.model, "dataset": s.workload.dataset},
+            # the session's budget is unused here (a search applies plans, it does not run
+            # the schedule's accept/revert loop); any valid value will do
+            "compression": {**c.model_dump(), "accuracy_budget_pct":
+                            s.constraints.accuracy_budget_pct or 50.0},
+            "training": s.training.model_dump(exclude={"fine_tune_epochs"})})
+        device = resolve_device(s.training.device)
+        net = self._baseline_network(data, device)
+        self.session = Session(net, selector, guide, data, compress_study, device)
+        self.baseline_state = net.state()
+        base_codes = net.codes()
+        self.baseline = {"accuracy": self.session.accuracy(),
+                         "val_accuracy": self.session.val_accuracy(),
+                         "histograms": {n: np.bincount(c.ravel().astype(np.int64) + 128,
+                                                       minlength=256).tolist()
+                                        for n, c in base_codes.items()}}
+        self.session.baseline_accuracy = self.baseline["accuracy"]
+        energy = guide.mac_pj(base_codes)
+        total = sum(energy.values()) or 1.0
+        self.shares = {n: e / total for n, e in energy.items()}
+        self.knobs = {k.name: k for k in self.scheduler.knobs(list(net.layers))}
+
+    def _baseline_network(self, data: dict[str, Any], device: str) -> Any:
+        """The int8 QAT baseline, trained once per study and cached on disk for every worker
+        (deterministic: same checkpoint, seed and settings give the same network)."""
+        import torch
+
+        from dse_core.cache import atomic_write, cache_dir, content_hash
+        from dse_core.quantization.qat import quantize_network
+        from dse_core.workloads.training import trained_model
+
+        s = self.study
+        model, meta, _ = trained_model(self.registry, s.workload.model or "",
+                                       s.workload.dataset or "",
+                                       epochs=s.training.float_epochs, seed=s.seed,
+                                       checkpoint=s.workload.checkpoint, progress=False)
+        x_fit = data["fit"][0]
+        n_cal = s.training.calibration_batches * s.training.batch_size
+        net = quantize_network(model.to(device).eval(), [
+            b.to(device) for b in x_fit[:n_cal].split(s.training.batch_size)],
+            x_fit[:1].to(device))
+        digest = hashlib.sha256(Path(meta["path"]).read_bytes()).hexdigest()[:16]
+        key = content_hash("qat-baseline/1", digest, s.model_dump_json(include={
+            "seed", "training"}))
+        path = cache_dir("qat") / f"{key}.pt"
+        if path.exists():
+            net.model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+            return net
+        from dse_core.compression.compress import train_epochs
+
+        train_epochs(net.model, data["fit"], epochs=s.training.qat_epochs, lr=s.training.lr,
+                     batch_size=s.training.batch_size, seed=s.seed * 100_003 + 1, device=device,
+                     optimizer=s.training.optimizer)
+        state = {k: v.detach().cpu() for k, v in net.model.state_dict().items()}
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+        return net
+
+    def plan_accuracy(self, plan: CompressionPlan) -> dict[str, Any]:
+        key = plan_key(plan)
+        cached = self.db.cached_accuracy(self.study.name, key)
+        if cached is not None:
+            return {**cached, "cached": True}
+        started = time.perf_counter()
+        session = self.session
+        session.restore(self.baseline_state)
+        session.apply(dict(plan.n_levels))
+        session.fine_tune(self.study.training.fine_tune_epochs)
+        codes = session.net.codes()
+        entry = {"accuracy": session.accuracy(), "val_accuracy": session.val_accuracy(),
+                 "histograms": {n: np.bincount(c.ravel().astype(np.int64) + 128,
+                                               minlength=256).tolist()
+                                for n, c in codes.items()},
+                 "allowed": {n: list(m.allowed) for n, m in session.net.layers.items()},
+                 "seconds": time.perf_counter() - started}
+        self.db.store_accuracy(self.study.name, key, plan.n_levels, entry)
+        return {**entry, "cached": False}
+
+    # -- one trial ------------------------------------------------------------------------
+    def suggest(self, trial: Any) -> tuple[ArrayConfig, str, dict[str, Any]]:
+        """The array, the mapping's parameter value, and the scheduler's knob values."""
+        space = self.study.space
+        rows = int(trial.suggest_categorical("rows", space.rows.choices()))
+        cols = int(trial.suggest_categorical("cols", space.cols.choices()))
+        choices = list(self.mappings)
+        choice = (str(trial.suggest_categorical(space.mapping_param, choices))
+                  if len(choices) > 1 else choices[0])
+        values: dict[str, Any] = {}
+        for name, knob in self.knobs.items():
+            if knob.kind == "categorical":
+                values[name] = trial.suggest_categorical(name, list(knob.choices))
+            elif knob.kind == "int":
+                values[name] = trial.suggest_int(name, int(knob.low), int(knob.high),
+                                                 log=knob.log)
+            else:
+                values[name] = trial.suggest_float(name, float(knob.low), float(knob.high),
+                                                   log=knob.log)
+        dataflow = self.mappings[choice][1]
+        return ArrayConfig(rows, cols, dataflow=dataflow), choice, values  # type: ignore[arg-type]
+
+    def evaluate(self, trial: Any) -> tuple[float, ...]:
+        import optuna
+
+        study = self.study
+        array, choice, knob_values = self.suggest(trial)
+        mapper, _, mapping_name = self.mappings[choice]
+        trial.set_user_attr("pe_count", array.pe_count)
+        limit = study.constraints.max_pe_count
+        if limit is not None and array.pe_count > limit:  # hard budget: never evaluated
+            trial.set_user_attr("rejected", f"pe_count {array.pe_count} > {limit}")
+            raise optuna.TrialPruned(f"pe_count {array.pe_count} > max_pe_count {limit}")
+        metrics: dict[str, float] = {"pe_count": float(array.pe_count)}
+        histograms: dict[str, list[int]] | None = None
+        allowed: dict[str, list[int]] = {}
+        plan = (self.scheduler.plan(knob_values, self.shares) if self.session is not None
+                else None)
+        design = design_key(array, plan, mapping_name)
+        trial.set_user_attr("design", design)
+        repeat = self._repeat_of(trial, design)
+        if repeat is not None:  # the same design again: its results, at no cost
+            return self._copy_trial(trial, repeat)
+        if plan is not None:
+            acc = self.plan_accuracy(plan)
+            histograms, allowed = acc["histograms"], acc["allowed"]
+            # the objective and the constraint use the tuning split (as dse compress
+            # decides); the validation drop is reported beside them, and a design whose
+            # validation drop breaks the budget is marked (docs/search.md, "Budgets")
+            metrics.update(accuracy=acc["accuracy"], val_accuracy=acc["val_accuracy"],
+                           accuracy_drop=self.baseline["accuracy"] - acc["accuracy"],
+                           val_accuracy_drop=self.baseline["val_accuracy"]
+                           - acc["val_accuracy"])
+            budget = study.constraints.accuracy_budget_pct
+            if budget is not None:
+                trial.set_user_attr("val_within_budget",
+                                    metrics["val_accuracy_drop"] <= budget + 1e-9)
+            trial.set_user_attr("plan", dict(plan.n_levels))
+            trial.set_user_attr("accuracy_cached", acc["cached"])
+        inputs = self.inputs(array.rows)
+        rows, energy_pj, mac_pj, cycles = [], 0.0, 0.0, 0
+        for layer in inputs.layers:
+            m = mapper.map(layer, array)
+            module = layer.name.split("#")[0]
+            histogram = (histograms[module] if histograms is not None
+                         and module in histograms else None)
+            e = charge_layer(
+                self.energy_model, layer, m, weight_histogram=histogram,
+                stats=inputs.stats.layers.get(layer.name) if inputs.stats else None,
+                characterization=inputs.char)
+            energy_pj += e.total_pj
+            mac_pj += e.mac_switching_pj
+            cycles += m.cycles
+            rows.append({"layer": layer.name, "cycles": m.cycles,
+                         "utilisation": m.utilisation, "mapping_efficiency":
+                         m.mapping_efficiency, "mac_switching_pj": e.mac_switching_pj,
+                         "clock_pj": e.clock_pj, "idle_pj": e.idle_pj,
+                         "fill_drain_pj": e.fill_drain_pj, "weight_load_pj": e.weight_load_pj,
+                         "total_pj": e.total_pj,
+                         "n_levels": len(allowed[module]) if module in allowed else None,
+                         "allowed": json.dumps(allowed[module]) if module in allowed
+                         else None})
+        metrics.update(energy_pj=energy_pj, mac_energy_pj=mac_pj, cycles=float(cycles),
+                       edp=energy_pj * cycles)
+        for key, value in metrics.items():
+            trial.set_user_attr(key, int(value) if key in ("cycles", "pe_count") else value)
+        if study.constraints.accuracy_budget_pct is not None:
+            trial.set_constraint("accuracy_drop_over_budget",
+                                 metrics["accuracy_drop"] - study.constraints.accuracy_budget_pct)
+        self.db.write_trial_layers(study.name, trial.number, rows)
+        return tuple(metrics[o] for o in study.objectives)
+
+    def _repeat_of(self, trial: Any, design: str) -> Any:
+        """An earlier complete trial of this study with the same design, or None."""
+        import optuna
+
+        for other in trial.study.get_trials(deepcopy=False,
+                                            states=(optuna.trial.TrialState.COMPLETE,)):
+            if other.user_attrs.get("design") == design and "repeat_of" not in other.user_attrs:
+                return other
+        return None
+
+    def _copy_trial(self, trial: Any, original: Any) -> tuple[float, ...]:
+        trial.set_user_attr("repeat_of", original.number)
+        for key, value in original.user_attrs.items():
+            if key not in ("design", "repeat_of", "accuracy_cached"):
+                trial.set_user_attr(key, value)
+        trial.set_user_attr("accuracy_cached", "accuracy" in original.user_attrs)
+        for key, value in original.constraints.items():
+            trial.set_constraint(key, value)
+        self.db.write_trial_layers(self.study.name, trial.number,
+                                   self.db.trial_layers(self.study.name, original.number))
+        return tuple(original.values)
+
+    def objective(self, verbose: bool = False) -> Callable[[Any], tuple[float, ...]]:
+        def run(trial: Any) -> tuple[float, ...]:
+            import optuna
+
+            try:
+                return self.evaluate(trial)
+            except optuna.TrialPruned:
+                raise
+            except Exception as exc:  # recorded on the trial, one line said; the study goes on
+                kind = "configuration" if isinstance(exc, DseError) else "runtime"
+                message = str(exc) if kind == "configuration" else f"{type(exc).__name__}: {exc}"
+                trial.set_user_attr("error", message[:2000])
+                trial.set_user_attr("error_kind", kind)
+                params = ", ".join(f"{k}={v}" for k, v in trial.params.items())
+                print(f"trial {trial.number} failed ({params}): {message}", file=sys.stderr)
+                if verbose:
+                    traceback.print_exception(exc, file=sys.stderr)
+                raise
+        return run
+
+
+def design_key(array: ArrayConfig, plan: CompressionPlan | None, mapping: str) -> str:
+    """What makes two trials the same design: the array and its mapping and, when
+    compressing, the plan (knob settings that give the same plan are the same design)."""
+    doc: dict[str, Any] = {"rows": array.rows, "cols": array.cols, "dataflow": array.dataflow,
+                           "mapping": mapping}
+    if plan is not None:
+        doc["plan"] = dict(sorted(plan.n_levels.items()))
+    return json.dumps(doc, sort_keys=True)
+
+
+def create_or_load(study: SearchStudy, storage: Any, sampler: Any) -> Any:
+    import optuna
+
+    optuna_study = optuna.create_study(study_name=study.name, storage=storage, sampler=sampler,
+                                       directions=study.directions, load_if_exists=True)
+    if [d.name.lower() for d in optuna_study.directions] != study.directions:
+        raise DseError(f"study {study.name!r} exists with other objectives; give it a new name")
+    if optuna_study.metric_names != study.objectives:
+        optuna_study.set_metric_names(list(study.objectives))
+    return optuna_study
+
+
+def _counts(optuna_study: Any) -> dict[str, int]:
+    from collections import Counter
+
+    return dict(Counter(t.state.name for t in optuna_study.get_trials(deepcopy=False)))
+
+
+def run_worker(registry: Registry, study: SearchStudy, *, worker_index: int = 0,
+               progress: bool = False, threads: int | None = None,
+               verbose: bool = False) -> dict[str, int]:
+    """Run trials until the study holds ``n_trials`` finished (complete or pruned) trials,
+    or until failures reach ``n_trials`` (a broken objective must not loop forever)."""
+    import optuna
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    db = ResultsDB(study.storage)
+    storage = open_storage(study.storage, heartbeat_interval=study.scaling.heartbeat_interval_s,
+                           grace_period=study.scaling.grace_period_s,
+                           max_retry=study.scaling.max_retry)
+    evaluator = Evaluator(registry, study, db, progress=progress)
+    sampler = make_sampler(study, worker_index, evaluator.knobs)
+    optuna_study = create_or_load(study, storage, sampler)
+    # the global budget that `dse worker --study NAME` reads back
+    if optuna_study.user_attrs.get("n_trials") != study.n_trials:
+        optuna_study.set_user_attr("n_trials", study.n_trials)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        done = sum(v for k, v in _counts(optuna_study).items() if k in ("COMPLETE", "PRUNED"))
+        bar = tqdm(total=study.n_trials, initial=min(done, study.n_trials), unit="trial",
+                   desc=study.name)
+
+    def budget(s: Any, t: Any) -> None:
+        counts = _counts(s)
+        if bar is not None:
+            bar.n = min(study.n_trials, counts.get("COMPLETE", 0) + counts.get("PRUNED", 0))
+            bar.refresh()
+        if (counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) >= study.n_trials
+                or counts.get("FAIL", 0) >= max(study.n_trials, 10)):
+            s.stop()
+
+    counts = _counts(optuna_study)
+    if counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) < study.n_trials:
+        # Optuna would log every failure with its traceback; the objective says one line
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        optuna_study.optimize(evaluator.objective(verbose), n_trials=None, callbacks=[budget],
+                              catch=(Exception,),
+                              # collecting costs ~60 ms a trial: only worth it with torch models
+                              gc_after_trial=study.space.compression)
+    if bar is not None:
+        bar.close()
+    return _counts(optuna_study)

@@ -1,0 +1,138 @@
+"""Training a float classifier, and checkpoints that load without unpickling code.
+
+A checkpoint is a ``torch.save`` d dict of tensors and plain values
+(``format``, ``model``, ``dataset``, ``input_shape``, ``num_classes``, ``epochs``, ``seed``,
+``val_accuracy``, ``state_dict``), read back with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from dse_core.cache import atomic_write, cache_dir
+from dse_core.errors import DseError
+from dse_core.host.registry import Registry
+from dse_core.workloads.datasets import DatasetSplits, load_dataset
+from dse_core.workloads.layers import build_model
+
+__all__ = ["train_classifier", "accuracy", "save_checkpoint", "load_checkpoint",
+           "trained_model", "CHECKPOINT_FORMAT"]
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FORMAT = "systolic-dse-checkpoint/1"
+
+
+def accuracy(model: Any, dataset: Any, *, batch_size: int = 256, device: str = "cpu") -> float:
+    """Top-1 accuracy in % of ``model`` on ``dataset``."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in DataLoader(dataset, batch_size=batch_size):
+            pred = model(x.to(device)).argmax(dim=1).cpu()
+            correct += int((pred == y).sum())
+            total += len(y)
+    return 100.0 * correct / max(1, total)
+
+
+def train_classifier(model: Any, splits: DatasetSplits, *, epochs: int = 5, lr: float = 1e-3,
+                     batch_size: int = 64, seed: int = 0, device: str = "cpu",
+                     progress: bool = True) -> float:
+    """Adam + cross-entropy for ``epochs``; returns the validation accuracy in %."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    model.to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    loader = DataLoader(splits.train, batch_size=batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    for epoch in range(epochs):
+        model.train()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
+                   leave=False, unit="batch")
+        for x, y in bar:
+            optimiser.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x.to(device)), y.to(device))
+            loss.backward()
+            optimiser.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    return accuracy(model, splits.val, device=device)
+
+
+def save_checkpoint(path: Path, model: Any, *, model_ref: str, splits: DatasetSplits,
+                    epochs: int, seed: int, val_accuracy: float) -> Path:
+    import torch
+
+    doc = {"format": CHECKPOINT_FORMAT, "model": model_ref, "dataset": splits.name,
+           "input_shape": list(splits.input_shape), "num_classes": splits.num_classes,
+           "epochs": epochs, "seed": seed, "val_accuracy": float(val_accuracy),
+           "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    return atomic_write(Path(path), lambda tmp: torch.save(doc, tmp))
+
+
+def load_checkpoint(registry: Registry, path: str | Path, model_ref: str | None = None
+                    ) -> tuple[Any, dict[str, Any]]:
+    """Rebuild the model of a checkpoint. Never unpickles arbitrary objects; a checkpoint of
+    another model, or whose tensors do not fit the model, is a user error."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    try:
+        doc = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise DseError(f"{path}: no such checkpoint") from exc
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DseError(f"{path}: not a systolic-dse checkpoint ({first})") from exc
+    if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT:
+        raise DseError(f"{path}: format = {doc.get('format') if isinstance(doc, dict) else None!r}"
+                       f": expected {CHECKPOINT_FORMAT!r}")
+    if model_ref is not None and doc["model"] != model_ref:
+        raise DseError(f"{path}: checkpoint of model {doc['model']!r}, not {model_ref!r}")
+    shape = tuple(doc["input_shape"])
+    model, _ = build_model(registry, doc["model"], input_shape=shape,  # type: ignore[arg-type]
+                           num_classes=doc["num_classes"])
+    try:
+        model.load_state_dict(doc["state_dict"])
+    except RuntimeError as exc:
+        raise DseError(f"{path}: does not match model {doc['model']!r}: "
+                       f"{str(exc).splitlines()[0]}") from exc
+    model.eval()
+    return model, {k: v for k, v in doc.items() if k != "state_dict"}
+
+
+def trained_model(registry: Registry, model_ref: str, dataset: str, *, epochs: int = 5,
+                  seed: int = 0, checkpoint: str | Path | None = None, progress: bool = True
+                  ) -> tuple[Any, dict[str, Any], DatasetSplits]:
+    """The model trained on ``dataset``: from ``checkpoint`` if given, else from the cache,
+    else trained now and cached under ``checkpoints/`` of the cache directory."""
+    splits = load_dataset(registry, dataset)
+    if checkpoint is None:
+        safe = model_ref.replace(":", "_")
+        # n2: the shipped models' layers were renamed (conv1, fc1, … instead of 0, 3, …)
+        checkpoint = cache_dir("checkpoints") / f"{safe}-{dataset}-e{epochs}-s{seed}-n2.pt"
+        if not Path(checkpoint).exists():
+            import torch
+
+            log.info("training %s on %s for %d epochs", model_ref, dataset, epochs)
+            # seed before the weights are initialised, not only before training: the same
+            # seed must give the same network whatever ran earlier in the process
+            torch.manual_seed(seed)
+            model, _ = build_model(registry, model_ref, input_shape=splits.input_shape,
+                                   num_classes=splits.num_classes)
+            acc = train_classifier(model, splits, epochs=epochs, seed=seed, progress=progress)
+            save_checkpoint(Path(checkpoint), model, model_ref=model_ref, splits=splits,
+                            epochs=epochs, seed=seed, val_accuracy=acc)
+    model, meta = load_checkpoint(registry, checkpoint, model_ref)
+    if meta["dataset"] != splits.name:
+        raise DseError(f"{checkpoint}: trained on {meta['dataset']}, not on {splits.name}")
+    meta["path"] = str(checkpoint)
+    return model, meta, splits

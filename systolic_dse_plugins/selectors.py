@@ -1,0 +1,146 @@
+"""Shipped weight-selection policies: ``energy_accuracy`` (the paper's co-optimisation, as
+reconstructed in docs/compression.md), ``lowest_energy`` (PowerPruning) and ``full``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dse_core import SelectorPlugin, hookimpl
+from dse_core.compression.selection import SelectionRequest
+from dse_core.errors import ValidationError
+from dse_core.quantization.qat import FULL_CODES, projection_table
+from dse_core.types import AllowedSet
+
+_CODES = np.arange(-128, 128)
+
+
+def _raw_codes(weights: np.ndarray) -> np.ndarray:
+    """The int8 code each weight rounds to before projection (index code + 128)."""
+    return (np.clip(np.round(weights), -127, 127).astype(np.int64) + 128)
+
+
+class FullSet:
+    """Every int8 code: the uncompressed int8 network."""
+
+    needs_sensitivity = False
+
+    def select(self, request: SelectionRequest) -> AllowedSet:
+        return AllowedSet(request.layer, FULL_CODES)
+
+
+class LowestEnergy:
+    """PowerPruning's selection: 0 and the ``n_levels - 1`` codes that cost least per MAC
+    (ties to the smaller magnitude). Blind to where the layer's weights lie."""
+
+    needs_sensitivity = False
+
+    def select(self, request: SelectionRequest) -> AllowedSet:
+        energy = np.asarray(request.energy_pj, dtype=np.float64)[1:]  # -127..127
+        codes = _CODES[1:]
+        order = np.lexsort((codes, np.abs(codes), energy))
+        chosen = [0] + [int(c) for c in codes[order] if c != 0][:request.n_levels - 1]
+        return AllowedSet(request.layer, tuple(chosen))
+
+
+class EnergyAccuracy:
+    """Greedy co-optimisation: start from every code and repeatedly remove the code whose
+    removal saves the most energy per unit of added (sensitivity-weighted) squared
+    quantisation error, until ``n_levels`` remain. 0 is never removed.
+
+    ``criterion``: ``"ratio"`` removes the code with the largest ΔE/ΔD (the reconstruction in
+    paper-notes); ``"lagrangian"`` removes the code with the largest
+    ``energy_weight · ΔE/E − ΔD/D`` (ΔE relative to the layer's energy, ΔD relative to the
+    weights' power Σ s·x²), i.e. greedily minimises distortion + λ · energy; λ = 0 gives a
+    pure-accuracy quantiser, a large λ approaches PowerPruning but weighted by use.
+    ``sensitivity``: ``"none"`` weighs every weight alike; ``"fisher"`` weighs each weight by
+    its squared loss gradient (the host computes it on a few training batches)."""
+
+    def __init__(self, criterion: str = "ratio", energy_weight: float = 1.0,
+                 sensitivity: str = "none") -> None:
+        if criterion not in ("ratio", "lagrangian"):
+            raise ValidationError.field("energy_accuracy", "criterion", criterion,
+                                        "'ratio' or 'lagrangian'")
+        if sensitivity not in ("none", "fisher"):
+            raise ValidationError.field("energy_accuracy", "sensitivity", sensitivity,
+                                        "'none' or 'fisher'")
+        if isinstance(energy_weight, bool) or not isinstance(energy_weight, int | float) \
+                or not energy_weight >= 0:
+            raise ValidationError.field("energy_accuracy", "energy_weight", energy_weight,
+                                        "a number >= 0")
+        self.criterion, self.energy_weight = criterion, float(energy_weight)
+        self.needs_sensitivity = sensitivity == "fisher"
+
+    def select(self, request: SelectionRequest) -> AllowedSet:
+        x = np.asarray(request.weights, dtype=np.float64).ravel()
+        s = (np.ones_like(x) if request.sensitivity is None or not self.needs_sensitivity
+             else np.asarray(request.sensitivity, dtype=np.float64).ravel())
+        raw = _raw_codes(x)
+        count = np.bincount(raw, minlength=256).astype(np.float64)
+        s0 = np.bincount(raw, weights=s, minlength=256)
+        s1 = np.bincount(raw, weights=s * x, minlength=256)
+        s2 = np.bincount(raw, weights=s * x * x, minlength=256)
+        energy = np.asarray(request.energy_pj, dtype=np.float64) / np.maximum(
+            1.0, count.sum())  # per weight: the ratio is scale-free anyway
+        # doubly linked list over the remaining codes, by index code + 128
+        alive = sorted(c + 128 for c in FULL_CODES)
+        left = {c: (alive[i - 1] if i else None) for i, c in enumerate(alive)}
+        right = {c: (alive[i + 1] if i + 1 < len(alive) else None) for i, c in enumerate(alive)}
+
+        def owns(v: int) -> np.ndarray:
+            """Raw codes projected to v now: nearest remaining code, ties toward zero."""
+            lo, hi = left[v], right[v]
+            lo = 0 if lo is None else lo
+            hi = 255 if hi is None else hi
+            r = np.arange(lo, hi + 1)
+            table = projection_table([c - 128 for c in (left[v], v, right[v])
+                                      if c is not None])
+            return r[table[r] == v - 128]
+
+        def score(v: int) -> tuple[float, float]:
+            if v == 128:
+                return (-np.inf, 0.0)  # 0 stays
+            r = owns(v)
+            if count[r].sum() == 0:  # unused: free to drop; drop expensive ones first
+                return (np.inf, energy[v])
+            others = [c for c in (left[v], right[v]) if c is not None]
+            table = projection_table([c - 128 for c in others])
+            u = table[r] + 128
+            uc = (u - 128).astype(np.float64)
+            vc = float(v - 128)
+            d_energy = float((count[r] * (energy[v] - energy[u])).sum())
+            d_error = float((uc * uc * s0[r] - 2 * uc * s1[r]).sum()
+                            - (vc * vc * s0[r] - 2 * vc * s1[r]).sum())
+            if self.criterion == "lagrangian":
+                return (self.energy_weight * d_energy / e_ref - d_error / d_ref, 0.0)
+            # ties (e.g. a flat energy curve) go to the smallest added error
+            return (d_energy / max(d_error, 1e-12), -d_error)
+
+        e_ref = max(float(count @ energy), 1e-30)
+        d_ref = max(float(s2.sum()), 1e-30)
+        scores = {v: score(v) for v in alive}
+        remaining = len(alive)
+        while remaining > max(1, request.n_levels):
+            v = max(scores, key=lambda c: scores[c])
+            lo, hi = left[v], right[v]
+            if lo is not None:
+                right[lo] = hi
+            if hi is not None:
+                left[hi] = lo
+            del scores[v], left[v], right[v]
+            remaining -= 1
+            for n in (lo, hi):
+                if n is not None:
+                    scores[n] = score(n)
+        return AllowedSet(request.layer, tuple(c - 128 for c in scores))
+
+
+@hookimpl
+def dse_register_selectors(register):  # type: ignore[no-untyped-def]
+    register(SelectorPlugin(
+        name="energy_accuracy", factory=EnergyAccuracy,
+        summary="remove codes by energy saved per added quantisation error (the paper)"))
+    register(SelectorPlugin(
+        name="lowest_energy", factory=LowestEnergy,
+        summary="keep 0 and the n-1 lowest-energy codes (PowerPruning)"))
+    register(SelectorPlugin(
+        name="full", factory=FullSet, summary="every int8 code (no compression)"))
