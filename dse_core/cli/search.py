@@ -27,7 +27,7 @@ fmt_option = click.option("--format", "fmt", type=click.Choice(FORMATS), default
 
 def _prepare(ctx: click.Context, study: Any) -> Any:
     """Validate plugins and record the study (spec and provenance) before any trial."""
-    from dse_core.search.provenance import provenance, provenance_changes
+    from dse_core.search.provenance import provenance
     from dse_core.search.results import ResultsDB
     from dse_core.search.trials import validate
 
@@ -43,20 +43,28 @@ def _prepare(ctx: click.Context, study: Any) -> Any:
                        f"spec ({', '.join(changed)} changed); give it a new name")
     if existing is None:
         db.record_study(study.name, spec, prov)
-    else:  # a continued study: results made with other versions sit side by side
-        recorded = db.provenance(study.name)
-        latest = (recorded.get("later_runs") or [recorded])[-1]
-        changes = provenance_changes(latest, prov)
-        if changes:
-            click.echo(f"warning: study {study.name!r} continues with other versions than its "
-                       "last run (its earlier trials were made with the old ones):", err=True)
-            for change in changes:
-                click.echo(f"  {change}", err=True)
-            db.add_run_provenance(study.name, prov)
+    else:
+        _warn_on_other_versions(db, study.name, prov)
     from dse_core.search.results import open_storage
 
     open_storage(study.storage)  # Optuna's schema exists before any worker starts
     return registry
+
+
+def _warn_on_other_versions(db: Any, name: str, prov: dict[str, Any]) -> None:
+    """A continued study: results made with other versions will sit side by side, so say
+    what changed since the last run, and record this run's provenance."""
+    from dse_core.search.provenance import provenance_changes
+
+    recorded = db.provenance(name)
+    latest = (recorded.get("later_runs") or [recorded])[-1]
+    changes = provenance_changes(latest, prov)
+    if changes:
+        click.echo(f"warning: study {name!r} continues with other versions than its last run "
+                   "(its earlier trials were made with the old ones):", err=True)
+        for change in changes:
+            click.echo(f"  {change}", err=True)
+        db.add_run_provenance(name, prov)
 
 
 def _print_front(study_name: str, storage: str, fmt: str, where: str | None = None) -> None:
@@ -170,6 +178,10 @@ def worker_cmd(ctx: click.Context, study_name: str | None, study_file: str | Non
                            + (", ".join(known) or "(none)"))
         study = SearchStudy.model_validate({**spec, "storage": storage,
                                             "n_trials": _n_trials(storage, study_name, spec)})
+        from dse_core.search.provenance import provenance
+
+        _warn_on_other_versions(ResultsDB(storage, create=False), study_name,
+                                provenance(registry_of(ctx), study))
     else:
         raise DseError("dse worker: give --study NAME or --study-file FILE")
     registry = registry_of(ctx)

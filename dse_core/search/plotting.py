@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dse_core.errors import DseError
+from dse_core.search.report import design_key
 
 __all__ = ["plot_study", "PlotData", "plot_data", "AXIS_LABELS"]
 
@@ -83,7 +84,7 @@ def plot_data(study: Any) -> PlotData:
     seen: set[str] = set()
     firsts = []
     for t in complete:  # one point per design: the first trial that evaluated it
-        key = str(t.user_attrs.get("design", f"#{t.number}"))
+        key = design_key(t.params, t.user_attrs.get("plan"))
         if key not in seen and "repeat_of" not in t.user_attrs:
             seen.add(key)
             firsts.append(t)
@@ -135,6 +136,30 @@ def _pair_line(data: PlotData) -> tuple[list[float], list[float]]:
     return xs, ys
 
 
+def _y_window(data: PlotData, y_i: int, scale: float) -> tuple[float, float] | None:
+    """The y range of the feasible designs with some head-room: designs far over the
+    accuracy budget would squash the axis, so they are drawn on its top edge instead."""
+    good = [d.values[y_i] * scale for d in data.designs if d.feasible]
+    if not good:
+        return None
+    span = max(good) - min(good)
+    ceiling = max(good) + max(span, abs(max(good)) * 0.1, 1e-12) * 0.5
+    return min(good) - 0.05 * (ceiling - min(good)), ceiling
+
+
+def _clip_bad(bad: list[Design], y_i: int, scale: float,
+              window: tuple[float, float] | None) -> tuple[list[float], int]:
+    ys = [d.values[y_i] * scale for d in bad]
+    if window is None:
+        return ys, 0
+    return [min(y, window[1]) for y in ys], sum(y > window[1] for y in ys)
+
+
+def _bad_label(count: int, above: int) -> str:
+    return (f"over the accuracy budget ({count}"
+            + (f", {above} off the scale, drawn on the top edge)" if above else ")"))
+
+
 def _write_png(data: PlotData, output: Path) -> None:
     import matplotlib
 
@@ -151,21 +176,13 @@ def _write_png(data: PlotData, output: Path) -> None:
     bad = [d for d in data.designs if not d.feasible]
     ax.scatter([d.values[0] * sx for d in rest], [d.values[y_i] * sy for d in rest], s=16,
                color="0.7", label=f"other designs ({len(rest)})")
-    # designs far over the budget would squash the axis: they sit on its top edge instead
-    good_y = [d.values[y_i] * sy for d in data.designs if d.feasible]
-    span = (max(good_y) - min(good_y)) if good_y else 0.0
-    ceiling = max(good_y) + max(span, abs(max(good_y)) * 0.1, 1e-12) * 0.5 if good_y else None
+    window = _y_window(data, y_i, sy)
     if bad:
-        ys = [d.values[y_i] * sy for d in bad]
-        above = sum(ceiling is not None and y > ceiling for y in ys)
-        clipped = [min(y, ceiling) if ceiling is not None else y for y in ys]
-        ax.scatter([d.values[0] * sx for d in bad], clipped, s=22, marker="x",
-                   color="tab:red", clip_on=False,
-                   label=f"over the accuracy budget ({len(bad)}"
-                   + (f", {above} off the scale, drawn on the top edge)" if above else ")"))
-        if above and ceiling is not None:
-            floor = min(good_y)
-            ax.set_ylim(floor - 0.05 * (ceiling - floor), ceiling)
+        ys, above = _clip_bad(bad, y_i, sy, window)
+        ax.scatter([d.values[0] * sx for d in bad], ys, s=22, marker="x",
+                   color="tab:red", clip_on=False, label=_bad_label(len(bad), above))
+        if window is not None and above:
+            ax.set_ylim(*window)
     if len(names) > 1:
         xs, ys = _pair_line(data)
         ax.plot(xs, ys, "--", color="0.35", lw=0.9,
@@ -213,17 +230,24 @@ def _write_html(data: PlotData, output: Path) -> None:
         return "<br>".join(parts + ([] if d.feasible else ["over the accuracy budget"]))
 
     fig = go.Figure()
-    groups = [("other designs", [d for d in data.designs if d.feasible and not d.on_front],
-               {"color": "#b3b3b3", "size": 6}),
-              ("over the accuracy budget", [d for d in data.designs if not d.feasible],
-               {"color": "#d62728", "size": 7, "symbol": "x"})]
-    for name, members, style in groups:
-        if members:
-            fig.add_trace(go.Scatter(
-                x=[d.values[0] * scales[0] for d in members],
-                y=[d.values[y_i] * scales[y_i] for d in members], mode="markers",
-                name=f"{name} ({len(members)})", marker=style,
-                text=[hover(d) for d in members], hoverinfo="text"))
+    rest = [d for d in data.designs if d.feasible and not d.on_front]
+    if rest:
+        fig.add_trace(go.Scatter(
+            x=[d.values[0] * scales[0] for d in rest],
+            y=[d.values[y_i] * scales[y_i] for d in rest], mode="markers",
+            name=f"other designs ({len(rest)})", marker={"color": "#b3b3b3", "size": 6},
+            text=[hover(d) for d in rest], hoverinfo="text"))
+    bad = [d for d in data.designs if not d.feasible]
+    window = _y_window(data, y_i, scales[y_i])
+    if bad:
+        ys, above = _clip_bad(bad, y_i, scales[y_i], window)
+        fig.add_trace(go.Scatter(
+            x=[d.values[0] * scales[0] for d in bad], y=ys, mode="markers",
+            name=_bad_label(len(bad), above), cliponaxis=False,
+            marker={"color": "#d62728", "size": 7, "symbol": "x"},
+            text=[hover(d) for d in bad], hoverinfo="text"))
+        if window is not None and above:
+            fig.update_yaxes(range=list(window))
     if len(names) > 1:
         xs, ys = _pair_line(data)
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip",
@@ -242,5 +266,6 @@ def _write_html(data: PlotData, output: Path) -> None:
         hovertext=[hover(d) for d in front], hoverinfo="text", marker=marker,
         name=f"Pareto front, as dse pareto ({len(front)})"))
     fig.update_layout(title=data.title(), xaxis_title=_label(names[0])[0],
-                      yaxis_title=_label(names[y_i])[0], template="plotly_white")
+                      yaxis_title=_label(names[y_i])[0], template="plotly_white",
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.15, "x": 0})
     fig.write_html(str(output), include_plotlyjs=True)

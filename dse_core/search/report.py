@@ -3,10 +3,25 @@ designs the study has evaluated (a repeated design is evaluated once)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FailureSummary", "failures_since", "distinct_designs"]
+__all__ = ["FailureSummary", "failures_since", "distinct_designs", "design_key"]
+
+#: the trial parameters that are the design (the rest are knobs that only make the plan)
+DESIGN_PARAMS = ("rows", "cols", "dataflow", "mapping")
+
+
+def design_key(params: Any, plan: Any = None) -> str:
+    """What makes two trials the same design: the array and its mapping (the trial's
+    parameters) and, when compressing, the compression plan (layer -> n_levels): knob
+    settings that give the same plan are the same design. Derived from what every trial
+    already stores, so it costs no extra write per trial."""
+    doc: dict[str, Any] = {k: params[k] for k in DESIGN_PARAMS if k in params}
+    if plan is not None:
+        doc["plan"] = dict(sorted(dict(plan).items()))
+    return json.dumps(doc, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -46,7 +61,7 @@ def distinct_designs(optuna_study: Any) -> int:
     """How many different designs the study's complete trials evaluated."""
     import optuna
 
-    return len({t.user_attrs.get("design", f"#{t.number}") for t in optuna_study.get_trials(
+    return len({design_key(t.params, t.user_attrs.get("plan")) for t in optuna_study.get_trials(
         deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))})
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dse_core.errors import DseError
+from dse_core.search.report import design_key
 
 __all__ = ["SCHEMA_VERSION", "MEMORY_URL", "ResultsDB", "open_storage", "list_studies",
            "load_study", "trial_rows", "pareto_rows", "trial_detail", "parse_where", "safe_url"]
@@ -382,21 +383,12 @@ def pareto_rows(study: Any, where: str | None = None) -> list[dict[str, Any]]:
     """The feasible non-dominated trials (Optuna's ``best_trials``) that satisfy ``where``,
     sorted by the first objective."""
     conditions = parse_where(where)
-    seen: set[tuple[Any, ...]] = set()
+    seen: set[str] = set()
     rows = []
     for t in sorted(study.best_trials, key=lambda t: t.number):
         # a design is its array and, when compressing, its plan: knob values that give the
         # same plan are the same design, and a discrete space repeats designs
-        if "design" in t.user_attrs:
-            key: tuple[Any, ...] = (t.user_attrs["design"],)
-        else:  # trials recorded before designs were keyed
-            design = {k: v for k, v in t.params.items()
-                      if k in ("rows", "cols", "dataflow", "mapping")}
-            if "plan" in t.user_attrs:
-                design["plan"] = json.dumps(t.user_attrs["plan"], sort_keys=True)
-            else:
-                design = dict(t.params)
-            key = tuple(sorted((k, str(v)) for k, v in design.items()))
+        key = design_key(t.params, t.user_attrs.get("plan"))
         if key not in seen:
             seen.add(key)
             rows.append(_row(t))

@@ -26,12 +26,12 @@ import numpy as np
 from dse_core.errors import DseError
 from dse_core.host.registry import Registry, instantiate
 from dse_core.mapping.evaluate import charge_layer
+from dse_core.search.report import design_key
 from dse_core.search.results import ResultsDB, open_storage
 from dse_core.search.study_file import SearchStudy
 from dse_core.types import ArrayConfig, CompressionPlan, LayerSpec
 
-__all__ = ["Evaluator", "validate", "make_sampler", "create_or_load", "run_worker", "plan_key",
-           "design_key"]
+__all__ = ["Evaluator", "validate", "make_sampler", "create_or_load", "run_worker", "plan_key"]
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,7 @@ class Evaluator:
         self.energy_model = instantiate(registry.get("energy_model", study.energy.model),
                                         study.energy.options)
         self._inputs: dict[int, _RowsInputs] = {}
+        self._designs: dict[str, int] | None = None  # design key -> first trial number
         self.session: Any = None
         self.scheduler: Any = None
         self.knobs: dict[str, Any] = {}
@@ -295,7 +296,7 @@ class Evaluator:
 
         study = self.study
         array, choice, knob_values = self.suggest(trial)
-        mapper, _, mapping_name = self.mappings[choice]
+        mapper = self.mappings[choice][0]
         trial.set_user_attr("pe_count", array.pe_count)
         limit = study.constraints.max_pe_count
         if limit is not None and array.pe_count > limit:  # hard budget: never evaluated
@@ -306,8 +307,7 @@ class Evaluator:
         allowed: dict[str, list[int]] = {}
         plan = (self.scheduler.plan(knob_values, self.shares) if self.session is not None
                 else None)
-        design = design_key(array, plan, mapping_name)
-        trial.set_user_attr("design", design)
+        design = design_key(trial.params, plan.n_levels if plan is not None else None)
         repeat = self._repeat_of(trial, design)
         if repeat is not None:  # the same design again: its results, at no cost
             return self._copy_trial(trial, repeat)
@@ -358,22 +358,33 @@ class Evaluator:
             trial.set_constraint("accuracy_drop_over_budget",
                                  metrics["accuracy_drop"] - study.constraints.accuracy_budget_pct)
         self.db.write_trial_layers(study.name, trial.number, rows)
+        if self._designs is not None:
+            self._designs.setdefault(design, trial.number)
         return tuple(metrics[o] for o in study.objectives)
 
     def _repeat_of(self, trial: Any, design: str) -> Any:
-        """An earlier complete trial of this study with the same design, or None."""
+        """An earlier complete trial of this study with the same design, or None. The
+        designs are read from the study once per worker, then kept up to date by this
+        worker's own trials (another worker's repeat is only evaluated twice)."""
         import optuna
 
-        for other in trial.study.get_trials(deepcopy=False,
+        if self._designs is None:
+            self._designs = {}
+            for t in trial.study.get_trials(deepcopy=False,
                                             states=(optuna.trial.TrialState.COMPLETE,)):
-            if other.user_attrs.get("design") == design and "repeat_of" not in other.user_attrs:
-                return other
-        return None
+                if "repeat_of" not in t.user_attrs:
+                    self._designs.setdefault(design_key(t.params, t.user_attrs.get("plan")),
+                                             t.number)
+        number = self._designs.get(design)
+        if number is None:
+            return None
+        return next(t for t in trial.study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if t.number == number)
 
     def _copy_trial(self, trial: Any, original: Any) -> tuple[float, ...]:
         trial.set_user_attr("repeat_of", original.number)
         for key, value in original.user_attrs.items():
-            if key not in ("design", "repeat_of", "accuracy_cached"):
+            if key not in ("repeat_of", "accuracy_cached"):
                 trial.set_user_attr(key, value)
         trial.set_user_attr("accuracy_cached", "accuracy" in original.user_attrs)
         for key, value in original.constraints.items():
@@ -401,16 +412,6 @@ class Evaluator:
                     traceback.print_exception(exc, file=sys.stderr)
                 raise
         return run
-
-
-def design_key(array: ArrayConfig, plan: CompressionPlan | None, mapping: str) -> str:
-    """What makes two trials the same design: the array and its mapping and, when
-    compressing, the plan (knob settings that give the same plan are the same design)."""
-    doc: dict[str, Any] = {"rows": array.rows, "cols": array.cols, "dataflow": array.dataflow,
-                           "mapping": mapping}
-    if plan is not None:
-        doc["plan"] = dict(sorted(plan.n_levels.items()))
-    return json.dumps(doc, sort_keys=True)
 
 
 def create_or_load(study: SearchStudy, storage: Any, sampler: Any) -> Any:
