@@ -36,10 +36,10 @@ def _cell(value: Any, decimals: int | None = None) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if _is_number(value):
-        if decimals is None:
+        if decimals is None:  # a lone value (a header): 4 significant digits, no padding
             if isinstance(value, int):
                 return f"{value:,}"
-            decimals = _decimals([value]) or 0
+            return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
         return f"{value:,.{decimals}f}"
     if isinstance(value, list | tuple | dict):
         return json.dumps(value)
