@@ -327,6 +327,12 @@ def test_a_database_of_another_schema_version_is_refused(storage, tmp_path):
     (("pe_cycle_pj = 0.002", "pe_cycle_pj = -1"), "pe_cycle_pj = -1: expected a finite"),
     (('name = "random"', 'name = "annealing"'), "sampler.name = 'annealing'"),
     ((f'topology = "{TOPOLOGY}"', 'topology = "missing.csv"'), "missing.csv"),
+    (('dataflow = ["ws", "os"]', 'mapping = ["ws_tile", "nope_tile"]'),
+     "unknown mapping 'nope_tile'"),
+    (('dataflow = ["ws", "os"]', 'dataflow = ["ws"]\nmapping = ["ws_tile"]'),
+     "give space.mapping (mapping plugins by name) or space.dataflow"),
+    (('dataflow = ["ws", "os"]', 'mapping = ["ws_tile", "ws_tile"]'),
+     "space.mapping lists a mapping twice"),
 ])
 def test_bad_study_files_create_nothing(tmp_path, edit, message):
     text = ENERGY_STUDY.format(name="bad", n_trials=5, energy="constant",
@@ -380,3 +386,23 @@ def test_a_worker_joins_by_study_name(storage, tmp_path):
     assert _states(_load(storage, "joined")) == {"COMPLETE": 9}
     code, _, err = _dse("worker", "--study", "nobody", "--storage", storage)
     assert code == 2 and "no study 'nobody'" in err
+
+
+def test_a_schema_table_caught_between_creation_and_its_row(tmp_path):
+    """Two fresh workers: one has made the tables, not yet the version row, when the other
+    looks. A writer completes the row; a reader waits, then names the version it found."""
+    import sqlalchemy as sa
+
+    from dse_core.search.results import SCHEMA_VERSION, ResultsDB
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    db = ResultsDB(url)
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM dse_schema"))
+    with pytest.raises(DseError, match="results written by schema version None"):
+        ResultsDB(url, create=False)
+    ResultsDB(url)  # a worker that may create: writes the row and goes on
+    with db.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version FROM dse_schema")).scalar() == \
+            SCHEMA_VERSION
+    ResultsDB(url, create=False)

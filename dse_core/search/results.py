@@ -129,9 +129,7 @@ class ResultsDB:
             raise DseError(f"storage {safe_url(url)}: cannot connect "
                            f"({str(exc.orig).strip().splitlines()[0]})") from exc
         if has_schema:
-            with self.engine.connect() as conn:
-                row = conn.execute(sa.select(self.t["dse_schema"].c.version)).first()
-            version = row[0] if row else None
+            version = self._schema_version(create)
             if version != SCHEMA_VERSION:
                 raise DseError(f"storage {safe_url(url)}: results written by schema version "
                                f"{version}; this systolic-dse reads version {SCHEMA_VERSION}")
@@ -155,6 +153,28 @@ class ResultsDB:
                 pass  # another worker created it first
         else:
             raise DseError(f"storage {safe_url(url)}: no systolic-dse results here")
+
+    def _schema_version(self, create: bool) -> int | None:
+        """The stored schema version. A ``dse_schema`` table without its row is one that
+        another worker is creating this moment (its tables exist, its row not yet): wait for
+        the row, and when we may create, write it ourselves (the first writer wins)."""
+        import sqlalchemy as sa
+
+        table = self.t["dse_schema"]
+        for attempt in range(6):
+            with self.engine.connect() as conn:
+                row = conn.execute(sa.select(table.c.version)).first()
+            if row is not None:
+                return int(row[0])
+            if create:
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(table.insert().values(id=1, version=SCHEMA_VERSION))
+                except sa.exc.IntegrityError:
+                    pass  # the other worker's row landed first: read it
+                continue
+            time.sleep(0.1 * (attempt + 1))
+        return None
 
     # -- studies ---------------------------------------------------------------------------
     def study_spec(self, name: str) -> dict[str, Any] | None:
