@@ -7,6 +7,7 @@
 #               are the search (it also trains LeNet-5, characterises the PE and calibrates
 #               the layers); run it again and the study continues
 #   make test   creates .venv, installs systolic-dse with its test tools, runs the test suite
+#               (6 min 22 s after make demo on 2 cores, without Yosys: 238 passed, 26 skipped)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
