@@ -378,8 +378,9 @@ class Evaluator:
         number = self._designs.get(design)
         if number is None:
             return None
-        return next(t for t in trial.study.get_trials(
-            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if t.number == number)
+        return next((t for t in trial.study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if t.number == number),
+            None)
 
     def _copy_trial(self, trial: Any, original: Any) -> tuple[float, ...]:
         trial.set_user_attr("repeat_of", original.number)
