@@ -306,8 +306,9 @@ def plot_cmd(name: str, storage: str, output: str, html: bool) -> None:
     from dse_core.search.results import load_study
 
     study = load_study(storage, name)
-    path = plot_study(study, output, html=html)
-    click.echo(f"wrote {path}: {plot_data(study).title()}")
+    data = plot_data(study)  # the front and the counts, computed once for plot and title
+    path = plot_study(study, output, html=html, data=data)
+    click.echo(f"wrote {path}: {data.title()}")
 
 
 COMMANDS = [run_cmd, worker_cmd, studies_cmd, pareto_cmd, show_cmd, export_cmd, plot_cmd]

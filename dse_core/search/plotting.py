@@ -110,9 +110,11 @@ def plot_data(study: Any) -> PlotData:
     return PlotData(study.study_name, names, directions, len(complete), designs)
 
 
-def plot_study(study: Any, output: str | Path, *, html: bool = False) -> Path:
-    """Write the study's plot to ``output`` (PNG, or an HTML page with ``html``)."""
-    data = plot_data(study)
+def plot_study(study: Any, output: str | Path, *, html: bool = False,
+               data: PlotData | None = None) -> Path:
+    """Write the study's plot to ``output`` (PNG, or an HTML page with ``html``); ``data``
+    when the caller already has the study's :func:`plot_data`."""
+    data = data or plot_data(study)
     output = Path(output)
     if html:
         _write_html(data, output)
