@@ -9,7 +9,7 @@ from dse_core.compression.selection import (
     WeightSelector,
 )
 from dse_core.errors import DseError, PluginConflictError, UnknownPluginError, ValidationError
-from dse_core.host.contracts import ArrayMapping, EnergyModel
+from dse_core.host.contracts import ArrayMapping, EnergyModel, MemoryModel
 from dse_core.host.hookspecs import hookimpl
 from dse_core.host.registry import (
     CharacterizerPlugin,
@@ -17,6 +17,7 @@ from dse_core.host.registry import (
     DatasetPlugin,
     EnergyModelPlugin,
     MappingPlugin,
+    MemoryModelPlugin,
     ModelPlugin,
     PluginRecord,
     Registry,
@@ -30,11 +31,13 @@ from dse_core.mapping.evaluate import NetworkEvaluation, evaluate_network, map_n
 from dse_core.types import (
     AllowedSet,
     ArrayConfig,
+    BufferConfig,
     CompressionPlan,
     FoldTile,
     LayerEnergy,
     LayerMapping,
     LayerSpec,
+    LayerTraffic,
     NetworkEnergy,
 )
 from dse_core.workloads.layers import layers_from_module, load_workload
@@ -45,6 +48,7 @@ __all__ = [
     "AllowedSet",
     "ArrayConfig",
     "ArrayMapping",
+    "BufferConfig",
     "CharacterizerPlugin",
     "CommandPlugin",
     "CompressionPlan",
@@ -59,7 +63,10 @@ __all__ = [
     "LayerMapping",
     "LayerScheduler",
     "LayerSpec",
+    "LayerTraffic",
     "MappingPlugin",
+    "MemoryModel",
+    "MemoryModelPlugin",
     "ModelPlugin",
     "NetworkEnergy",
     "NetworkEvaluation",

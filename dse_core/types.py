@@ -24,6 +24,10 @@ __all__ = [
     "ArrayConfig",
     "FoldTile",
     "LayerMapping",
+    "ClockGating",
+    "CLOCK_GATING",
+    "BufferConfig",
+    "LayerTraffic",
     "AllowedSet",
     "CompressionPlan",
     "LayerEnergy",
@@ -34,6 +38,10 @@ LayerKind = Literal["conv", "depthwise", "linear"]
 Dataflow = Literal["ws", "os", "is"]
 DATAFLOWS: tuple[str, ...] = ("ws", "os", "is")
 _LAYER_KINDS = ("conv", "depthwise", "linear")
+ClockGating = Literal["none", "idle", "idle_and_skew"]
+#: none: every PE clocks every cycle; idle: PEs outside a fold's tile are gated; idle_and_skew:
+#: also each PE's fill/drain skew cycles (a PE clocks only while it holds valid data)
+CLOCK_GATING: tuple[str, ...] = ("none", "idle", "idle_and_skew")
 
 
 def _positive_int(owner: str, name: str, value: object) -> None:
@@ -154,6 +162,7 @@ class ArrayConfig:
     weight_bits: int = 8
     activation_bits: int = 8
     psum_bits: int = 0  # 0 = derive from rows
+    clock_gating: ClockGating = "idle_and_skew"
 
     MAX_DIM = 1 << 16  # a 65,536-wide array is already far beyond any fabricated one
 
@@ -166,6 +175,9 @@ class ArrayConfig:
                 raise ValidationError.field(owner, name, value, f"at most {self.MAX_DIM}")
         if self.dataflow not in DATAFLOWS:
             raise ValidationError.field(owner, "dataflow", self.dataflow, f"one of {DATAFLOWS}")
+        if self.clock_gating not in CLOCK_GATING:
+            raise ValidationError.field(owner, "clock_gating", self.clock_gating,
+                                        f"one of {CLOCK_GATING}")
         for name in ("weight_bits", "activation_bits"):
             value = getattr(self, name)
             _positive_int(owner, name, value)
@@ -295,6 +307,63 @@ class LayerMapping:
 
 
 @dataclass(frozen=True, slots=True)
+class BufferConfig:
+    """The three on-chip SRAM buffers in kB (1 kB = 1,024 bytes), double-buffered as
+    SCALE-Sim 3.0.0 models them: half of each is read (or written) while the other half is
+    filled from (or drained to) DRAM. The default is SCALE-Sim's example configuration."""
+
+    ifmap_kb: int = 64
+    filter_kb: int = 64
+    ofmap_kb: int = 64
+
+    MAX_KB = 1 << 20  # 1 GB: beyond any on-chip buffer
+
+    def __post_init__(self) -> None:
+        for name in ("ifmap_kb", "filter_kb", "ofmap_kb"):
+            value = getattr(self, name)
+            _positive_int("BufferConfig", name, value)
+            if value > self.MAX_KB:
+                raise ValidationError.field("BufferConfig", name, value, f"at most {self.MAX_KB}")
+
+    @property
+    def total_kb(self) -> int:
+        return self.ifmap_kb + self.filter_kb + self.ofmap_kb
+
+    @classmethod
+    def parse(cls, text: str) -> BufferConfig:
+        """``"64,64,64"`` (ifmap, filter, ofmap kB) or one number for all three."""
+        parts = [p.strip() for p in str(text).split(",")]
+        if len(parts) == 1:
+            parts *= 3
+        if len(parts) != 3 or not all(p.isascii() and p.isdecimal() for p in parts):
+            raise ValidationError(f"buffers = {text!r}: expected IFMAP,FILTER,OFMAP sizes in "
+                                  "kB as positive integers, e.g. 64,64,64")
+        return cls(*(int(p) for p in parts))
+
+    def __str__(self) -> str:
+        return f"{self.ifmap_kb},{self.filter_kb},{self.ofmap_kb} kB"
+
+
+@dataclass(frozen=True, slots=True)
+class LayerTraffic:
+    """Words moved for one inference of one layer: SRAM accesses by the array and DRAM
+    accesses by the buffers, counted as SCALE-Sim 3.0.0 counts them (docs/mapping.md)."""
+
+    layer: str
+    sram_ifmap_reads: int
+    sram_filter_reads: int
+    sram_ofmap_writes: int
+    dram_ifmap_reads: int
+    dram_filter_reads: int
+    dram_ofmap_writes: int
+
+    def __post_init__(self) -> None:
+        for name in ("sram_ifmap_reads", "sram_filter_reads", "sram_ofmap_writes",
+                     "dram_ifmap_reads", "dram_filter_reads", "dram_ofmap_writes"):
+            _non_negative_int("LayerTraffic", name, getattr(self, name))
+
+
+@dataclass(frozen=True, slots=True)
 class AllowedSet:
     """The int8 weight codes a layer may use. Always contains 0 (pruned weights)."""
 
@@ -336,10 +405,15 @@ class CompressionPlan:
 
 @dataclass(frozen=True, slots=True)
 class LayerEnergy:
-    """Energy of one inference of one layer, split by where it goes (all in pJ):
-    ``mac_switching_pj`` data switching of busy PEs while inputs stream (what weight selection
-    optimises), ``clock_pj`` clocking busy PEs, ``idle_pj`` PEs left idle by partial folds,
-    ``fill_drain_pj`` the skew cycles of each fold, ``weight_load_pj`` the weight preload."""
+    """Energy of one inference of one layer, split by where it goes (all in pJ).
+
+    The PE array (what an energy model plugin returns): ``mac_switching_pj`` data switching
+    of busy PEs while inputs stream (what weight selection optimises), ``clock_pj`` clocking
+    busy PEs, ``idle_pj`` PEs left idle by partial folds, ``fill_drain_pj`` the skew cycles of
+    each fold, ``weight_load_pj`` the weight preload (the last three as the array's clock
+    gating leaves them). The memory (added by :func:`dse_core.mapping.system.with_memory`):
+    ``sram_*_pj`` the array's reads and writes of the three buffers, ``dram_pj`` the buffers'
+    DRAM traffic."""
 
     layer: str
     mac_switching_pj: float
@@ -349,18 +423,44 @@ class LayerEnergy:
     weight_load_pj: float = 0.0
     cycles: int = 0
     macs: int = 0
+    sram_ifmap_pj: float = 0.0
+    sram_filter_pj: float = 0.0
+    sram_ofmap_pj: float = 0.0
+    dram_pj: float = 0.0
+
+    ENERGY_FIELDS = ("mac_switching_pj", "clock_pj", "idle_pj", "fill_drain_pj",
+                     "weight_load_pj", "sram_ifmap_pj", "sram_filter_pj", "sram_ofmap_pj",
+                     "dram_pj")
 
     def __post_init__(self) -> None:
-        for name in ("mac_switching_pj", "clock_pj", "idle_pj", "fill_drain_pj",
-                     "weight_load_pj"):
+        for name in self.ENERGY_FIELDS:
             _finite_non_negative("LayerEnergy", name, getattr(self, name))
         _non_negative_int("LayerEnergy", "cycles", self.cycles)
         _non_negative_int("LayerEnergy", "macs", self.macs)
 
     @property
+    def pe_clock_pj(self) -> float:
+        """Everything the array spends beyond MAC switching: its clock, idle, skew and preload."""
+        return self.clock_pj + self.idle_pj + self.fill_drain_pj + self.weight_load_pj
+
+    @property
+    def array_pj(self) -> float:
+        """The PE array: MAC switching and its clock."""
+        return self.mac_switching_pj + self.pe_clock_pj
+
+    @property
+    def sram_pj(self) -> float:
+        return self.sram_ifmap_pj + self.sram_filter_pj + self.sram_ofmap_pj
+
+    @property
+    def memory_pj(self) -> float:
+        """On-chip buffers and DRAM."""
+        return self.sram_pj + self.dram_pj
+
+    @property
     def total_pj(self) -> float:
-        return (self.mac_switching_pj + self.clock_pj + self.idle_pj + self.fill_drain_pj
-                + self.weight_load_pj)
+        """The system total: array and memory."""
+        return self.array_pj + self.memory_pj
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,13 +469,24 @@ class NetworkEnergy:
 
     layers: tuple[LayerEnergy, ...]
 
+    def _sum(self, name: str) -> float:
+        return sum(getattr(layer, name) for layer in self.layers)
+
     @property
     def total_pj(self) -> float:
-        return sum(layer.total_pj for layer in self.layers)
+        return self._sum("total_pj")
 
     @property
     def mac_switching_pj(self) -> float:
-        return sum(layer.mac_switching_pj for layer in self.layers)
+        return self._sum("mac_switching_pj")
+
+    @property
+    def array_pj(self) -> float:
+        return self._sum("array_pj")
+
+    @property
+    def memory_pj(self) -> float:
+        return self._sum("memory_pj")
 
     @property
     def cycles(self) -> int:

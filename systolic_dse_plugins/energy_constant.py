@@ -1,7 +1,8 @@
 """``constant``: a fixed energy per MAC, as ZigZag, SCALE-Sim-based flows and Accelergy's
 default tables charge it. Weight values and data do not matter. By default idle PEs cost
-nothing; ``pe_cycle_pj`` > 0 charges every PE of the array every cycle (clock and leakage), so
-array shape matters in an energy-only search of a topology without weights or data."""
+nothing; ``pe_cycle_pj`` > 0 charges every PE-cycle the array's clock gating leaves clocked
+(every PE every cycle without gating), so array shape matters in an energy-only search of a
+topology without weights or data."""
 
 from __future__ import annotations
 
@@ -31,13 +32,23 @@ class ConstantEnergy:
     ) -> np.ndarray:
         return np.full(256, self.mac_pj)
 
+    @staticmethod
+    def _clocked_pe_cycles(mapping: LayerMapping) -> int:
+        """PE-cycles that clock under the array's gating (see ``energy_switching``)."""
+        array = mapping.array
+        if array.clock_gating == "none":
+            return array.pe_count * mapping.cycles
+        skew = 0 if array.clock_gating == "idle_and_skew" else array.rows + array.cols - 2
+        preload = mapping.cycles_per_fold - mapping.streamed - (array.rows + array.cols - 2)
+        return mapping.active_pe_folds * (mapping.streamed + skew + max(preload, 0))
+
     def layer_energy(
         self, layer: LayerSpec, mapping: LayerMapping, codes: np.ndarray | None = None,
         stats: Any = None, characterization: Any = None,
         weight_histogram: np.ndarray | None = None,
     ) -> LayerEnergy:
         return LayerEnergy(layer=layer.name, mac_switching_pj=layer.macs * self.mac_pj,
-                           clock_pj=self.pe_cycle_pj * mapping.array.pe_count * mapping.cycles,
+                           clock_pj=self.pe_cycle_pj * self._clocked_pe_cycles(mapping),
                            cycles=mapping.cycles, macs=layer.macs)
 
 

@@ -11,10 +11,11 @@
 - ``exact``: replays the real streams of sampled folds through the PE netlist (slow; the
   reference the other two are validated against).
 
-Array terms shared by all three (pJ; R x C array, T streamed vectors per fold):
-busy PEs clock ``clock_pj`` per streamed cycle; PEs idle in partial folds clock too
-(``idle_pj``); every fold spends R + C - 2 skew cycles clocking all PEs (``fill_drain_pj``)
-and R preload cycles clocking all PEs while weights shift down (``weight_load_pj``).
+Array terms shared by all three (pJ; R x C array, T streamed vectors per fold): busy PEs
+clock ``clock_pj`` per streamed cycle; without clock gating PEs idle in partial folds clock too
+(``idle_pj``), every fold spends R + C - 2 skew cycles clocking all PEs (``fill_drain_pj``)
+and R preload cycles clocking all PEs while weights shift down (``weight_load_pj``); clock
+gating (``ArrayConfig.clock_gating``) removes what it gates (:func:`array_terms`).
 """
 
 from __future__ import annotations
@@ -51,12 +52,22 @@ def _check(name: str, layer: LayerSpec, mapping: LayerMapping | None, stats: Any
 
 
 def array_terms(mapping: LayerMapping, char: MacCharacterization) -> dict[str, float]:
-    rows, cols, pes = mapping.array.rows, mapping.array.cols, mapping.array.pe_count
+    """The array's clock as its clock gating leaves it (``ArrayConfig.clock_gating``):
+    ``none`` clocks every PE every cycle; ``idle`` gates the PEs outside each fold's tile
+    (their streamed, skew and preload cycles); ``idle_and_skew`` also gates a tile PE's skew
+    cycles, so a PE clocks only while it streams or shifts weights. A gated cycle costs
+    nothing here: the gating cell's own energy is shared by a whole row or column."""
+    array = mapping.array
+    rows, cols, pes = array.rows, array.cols, array.pe_count
+    gating = array.clock_gating
+    clocked = mapping.active_pe_folds if gating != "none" else mapping.folds * pes
     return {
         "clock_pj": mapping.active_pe_folds * mapping.streamed * char.clock_pj,
-        "idle_pj": mapping.idle_pe_folds * mapping.streamed * char.clock_pj,
-        "fill_drain_pj": mapping.folds * (rows + cols - 2) * pes * char.clock_pj,
-        "weight_load_pj": mapping.folds * rows * pes * (char.clock_pj + char.weight_shift_pj),
+        "idle_pj": (0.0 if gating != "none"
+                    else mapping.idle_pe_folds * mapping.streamed * char.clock_pj),
+        "fill_drain_pj": (0.0 if gating == "idle_and_skew"
+                          else clocked * (rows + cols - 2) * char.clock_pj),
+        "weight_load_pj": clocked * rows * (char.clock_pj + char.weight_shift_pj),
     }
 
 

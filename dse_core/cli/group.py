@@ -14,12 +14,13 @@ import click
 from dse_core.cli.formatting import FORMATS
 from dse_core.errors import DseError
 from dse_core.host.registry import MappingPlugin, Registry, get_registry, instantiate
-from dse_core.types import ArrayConfig, LayerSpec
+from dse_core.types import CLOCK_GATING, ArrayConfig, BufferConfig, LayerSpec
 
 log = logging.getLogger("dse")
 
 DEFAULT_MAPPING = "ws_tile"
 DEFAULT_ENERGY_MODEL = "constant"
+DEFAULT_MEMORY_MODEL = "horowitz45"
 # SCALE-Sim's dataflow -> the shipped mapping that reproduces its cycle counts.
 SCALESIM_MAPPINGS = {"ws": "ws_tile", "os": "os_tile", "is": "is_tile"}
 
@@ -58,6 +59,38 @@ array_option = click.option("--array", "array_text", required=True, metavar="ROW
                             help="Array size, e.g. 64x64.")
 mapping_option = click.option("--mapping", default=DEFAULT_MAPPING, show_default=True,
                               help="Array mapping plugin (see `dse plugins`).")
+buffers_option = click.option(
+    "--buffers", "buffers_text", default="64,64,64", show_default=True, metavar="I,F,O",
+    help="ifmap, filter and ofmap SRAM buffers in kB (one number: all three).")
+
+
+def memory_options(command: Any) -> Any:
+    """--buffers, --memory-model, -m KEY=VALUE, --clock-gating, --index-storage."""
+    for option in reversed([
+        buffers_option,
+        click.option("--memory-model", default=DEFAULT_MEMORY_MODEL, show_default=True,
+                     help="Memory model plugin: energy per SRAM/DRAM access (see `dse "
+                     "plugins --kind memory_model`)."),
+        click.option("-m", "--memory-option", "memory_options", multiple=True,
+                     metavar="KEY=VALUE", help="An option of the memory model; repeatable."),
+        click.option("--clock-gating", type=click.Choice(CLOCK_GATING),
+                     default="idle_and_skew", show_default=True,
+                     help="Which idle PE cycles are clock-gated (docs/energy-model.md)."),
+        click.option("--index-storage", is_flag=True,
+                     help="Store a compressed layer's weights as codebook indices."),
+    ]):
+        command = option(command)
+    return command
+
+
+def memory_setting(ctx: click.Context, buffers_text: str, memory_model: str,
+                   options: Sequence[str], index_storage: bool = False) -> Any:
+    from dse_core.mapping.system import MemorySetting
+
+    buffers = BufferConfig.parse(buffers_text)
+    model = instantiate(registry_of(ctx).get("memory_model", memory_model),
+                        parse_options(options))
+    return MemorySetting(buffers, model, index_storage)
 
 
 @click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,10 +115,15 @@ def load_layers(ctx: click.Context, workload: str, input_shape: str | None, batc
     return load_workload(registry_of(ctx), workload, input_shape=shape, batch=batch)
 
 
-def resolve_mapping(ctx: click.Context, name: str, array_text: str) -> tuple[Any, ArrayConfig]:
+def resolve_mapping(ctx: click.Context, name: str, array_text: str,
+                    clock_gating: str | None = None) -> tuple[Any, ArrayConfig]:
+    import dataclasses
+
     record = registry_of(ctx).get("mapping", name)
     assert isinstance(record, MappingPlugin)
     array = ArrayConfig.parse(array_text, dataflow=record.dataflow)  # type: ignore[arg-type]
+    if clock_gating is not None:
+        array = dataclasses.replace(array, clock_gating=clock_gating)  # type: ignore[arg-type]
     return instantiate(record), array
 
 

@@ -14,10 +14,13 @@ from dse_core.cli.group import (
     SCALESIM_MAPPINGS,
     array_option,
     batch_option,
+    buffers_option,
     format_option,
     input_option,
     load_layers,
     mapping_option,
+    memory_options,
+    memory_setting,
     parse_options,
     registry_of,
     resolve_mapping,
@@ -87,24 +90,52 @@ def _map_total(mappings: Sequence[Any], array: ArrayConfig) -> dict[str, Any]:
             "macs": macs, "util_pct": round(100 * macs / (cycles * array.pe_count), 3)}
 
 
+TRAFFIC_COLUMNS = ("sram_ifmap_reads", "sram_filter_reads", "sram_ofmap_writes",
+                   "dram_ifmap_reads", "dram_filter_reads", "dram_ofmap_writes")
+
+
+def _with_traffic(rows: list[dict[str, Any]], total: dict[str, Any], traffic: Sequence[Any]
+                  ) -> None:
+    for row, t in zip(rows, traffic, strict=True):
+        row.update({c: getattr(t, c) for c in TRAFFIC_COLUMNS})
+    total.update({c: sum(getattr(t, c) for t in traffic) for c in TRAFFIC_COLUMNS})
+
+
 @click.command("map")
 @click.argument("workload")
 @array_option
 @mapping_option
+@click.option("--buffers", "buffers_text", metavar="I,F,O",
+              help="Also count SRAM and DRAM words per layer with these ifmap, filter and "
+              "ofmap buffers in kB, e.g. 64,64,64 (docs/mapping.md).")
 @input_option
 @batch_option
 @format_option
 @click.pass_context
 def map_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
-            input_shape: str | None, batch: int, fmt: str) -> None:
-    """Per-layer folds, cycles and utilisation of WORKLOAD on an array, and the total."""
+            buffers_text: str | None, input_shape: str | None, batch: int, fmt: str) -> None:
+    """Per-layer folds, cycles and utilisation of WORKLOAD on an array, and the total; with
+    --buffers, the words each layer moves between the array, its SRAM buffers and DRAM."""
     from dse_core.mapping.evaluate import map_network
+    from dse_core.types import BufferConfig
 
+    buffers = BufferConfig.parse(buffers_text) if buffers_text is not None else None
     layers = load_layers(ctx, workload, input_shape, batch)
     mapper, array = resolve_mapping(ctx, mapping, array_text)
     mappings = map_network(layers, array, mapper)
-    click.echo(render(_map_rows(layers, mappings), fmt, total=_map_total(mappings, array),
-                      meta={"workload": workload, "array": str(array), "mapping": mapping}))
+    rows, total = _map_rows(layers, mappings), _map_total(mappings, array)
+    meta: dict[str, Any] = {"workload": workload, "array": str(array), "mapping": mapping}
+    if buffers is not None:
+        from dse_core.mapping.traffic import access_counts
+
+        traffic = [access_counts(layer, array, buffers) for layer in layers]
+        _with_traffic(rows, total, traffic)
+        meta["buffers"] = str(buffers)
+        if fmt == "table":  # the fold details are in the plain map; keep the table readable
+            keep = ["layer", "folds", "cycles", "util_pct", *TRAFFIC_COLUMNS]
+            rows = [{c: r[c] for c in keep} for r in rows]
+            total = {c: total[c] for c in keep if c in total}
+    click.echo(render(rows, fmt, total=total, meta=meta))
 
 
 @click.command("energy")
@@ -130,6 +161,7 @@ def map_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
               help="Statistics file (from `dse stats`) instead of collecting them.")
 @click.option("--per-weight", is_flag=True,
               help="Print each layer's 256-value per-weight energy curve (pJ per PE cycle).")
+@memory_options
 @input_option
 @batch_option
 @format_option
@@ -138,12 +170,17 @@ def energy_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
                energy_model: str, mac_pj: float | None, sample_folds: int | None,
                options: tuple[str, ...], dataset: str | None, checkpoint: str | None,
                epochs: int, calibration_images: int, stats_file: str | None, per_weight: bool,
-               input_shape: str | None, batch: int, fmt: str) -> None:
-    """Energy of one inference of WORKLOAD on an array, per layer and in total (pJ)."""
+               buffers_text: str, memory_model: str, memory_options: tuple[str, ...],
+               clock_gating: str, index_storage: bool, input_shape: str | None, batch: int,
+               fmt: str) -> None:
+    """Energy of one inference of WORKLOAD on an array and its memory, per layer and in
+    total (pJ): MAC switching, the PE clock (as --clock-gating leaves it), the three SRAM
+    buffers and DRAM. Every constant's source: docs/energy-model.md."""
     from dse_core.mapping.evaluate import evaluate_network
 
     registry = registry_of(ctx)
-    mapper, array = resolve_mapping(ctx, mapping, array_text)
+    mapper, array = resolve_mapping(ctx, mapping, array_text, clock_gating)
+    memory = memory_setting(ctx, buffers_text, memory_model, memory_options, index_storage)
     opts = parse_options(options)
     if mac_pj is not None:
         opts["mac_pj"] = mac_pj
@@ -170,51 +207,88 @@ def energy_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
         click.echo(render(curve_rows, fmt, meta={"workload": workload, "energy_model": energy_model,
                                            "unit": "pJ per busy PE cycle"}))
         return
-    result = evaluate_network(layers, array, mapper, model, stats=stats, characterization=char)
-    net = result.energy
-    total_pj = net.total_pj
-    terms = ("mac_switching_pj", "clock_pj", "idle_pj", "fill_drain_pj", "weight_load_pj")
-    rows: list[dict[str, Any]] = [
-            {"layer": e.layer, "macs": e.macs, "cycles": e.cycles,
-             **{t: getattr(e, t) for t in terms}, "total_pj": e.total_pj,
-             "share_pct": round(100 * e.total_pj / total_pj, 2) if total_pj else 0.0}
-            for e in net.layers]
-    total: dict[str, Any] = {
-             "layer": "total", "macs": net.macs, "cycles": net.cycles,
-             **{t: sum(getattr(e, t) for e in net.layers) for t in terms},
-             "total_pj": total_pj, "share_pct": 100.0}
+    result = evaluate_network(layers, array, mapper, model, stats=stats, characterization=char,
+                              memory=memory)
+    rows, total = energy_rows(result.energy)
     meta: dict[str, Any] = {"workload": workload, "array": str(array), "mapping": mapping,
-                             "energy_model": energy_model, **opts}
+                            "energy_model": energy_model, **opts, "clock_gating": clock_gating,
+                            "buffers": str(memory.buffers), "memory_model": memory_model}
     if dataset:
         meta["dataset"] = dataset
-    click.echo(render(rows, fmt, total=total, meta=meta))
+    columns = TABLE_ENERGY_COLUMNS if fmt == "table" else None
+    click.echo(render(rows, fmt, columns=columns, total=total, meta=meta))
+    if fmt == "table":
+        click.echo(shares_line(result.energy))
+
+
+ENERGY_TERMS = ("mac_switching_pj", "clock_pj", "idle_pj", "fill_drain_pj", "weight_load_pj",
+                "pe_clock_pj", "sram_ifmap_pj", "sram_filter_pj", "sram_ofmap_pj", "dram_pj",
+                "array_pj", "memory_pj")
+TABLE_ENERGY_COLUMNS = ("layer", "cycles", "mac_switching_pj", "pe_clock_pj", "sram_ifmap_pj",
+                        "sram_filter_pj", "sram_ofmap_pj", "dram_pj", "total_pj", "share_pct")
+
+
+def energy_rows(net: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per-layer rows of a NetworkEnergy with every term, and their total."""
+    total_pj = net.total_pj
+    rows = [{"layer": e.layer, "macs": e.macs, "cycles": e.cycles,
+             **{t: getattr(e, t) for t in ENERGY_TERMS}, "total_pj": e.total_pj,
+             "share_pct": round(100 * e.total_pj / total_pj, 2) if total_pj else 0.0}
+            for e in net.layers]
+    total = {"layer": "total", "macs": net.macs, "cycles": net.cycles,
+             **{t: sum(getattr(e, t) for e in net.layers) for t in ENERGY_TERMS},
+             "total_pj": total_pj, "share_pct": 100.0}
+    return rows, total
+
+
+def shares_line(net: Any) -> str:
+    total = net.total_pj or 1.0
+    parts = {"MAC switching": sum(e.mac_switching_pj for e in net.layers),
+             "PE clock": sum(e.pe_clock_pj for e in net.layers),
+             "SRAM": sum(e.sram_pj for e in net.layers),
+             "DRAM": sum(e.dram_pj for e in net.layers)}
+    return "shares of the total: " + ", ".join(f"{name} {100 * v / total:.1f} %"
+                                                for name, v in parts.items())
 
 
 @click.command("scalesim")
 @click.argument("topology", type=click.Path(dir_okay=False))
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="SCALE-Sim .cfg file (array size and dataflow).")
+              help="SCALE-Sim .cfg file (array size, dataflow, buffer sizes).")
 @click.option("--compare", "report_path", type=click.Path(dir_okay=False),
               help="SCALE-Sim COMPUTE_REPORT.csv to cross-check layer by layer.")
+@click.option("--compare-access", "access_path", type=click.Path(dir_okay=False),
+              help="SCALE-Sim DETAILED_ACCESS_REPORT.csv to cross-check the SRAM and DRAM "
+              "counts layer by layer.")
 @format_option
 @click.pass_context
 def scalesim_cmd(ctx: click.Context, topology: str, config_path: str, report_path: str | None,
-                 fmt: str) -> None:
+                 access_path: str | None, fmt: str) -> None:
     """Map a SCALE-Sim topology with a SCALE-Sim config; with --compare, diff our cycles and
-    mapping efficiency against SCALE-Sim's report, per layer. Exit status 1 on a mismatch."""
+    mapping efficiency against SCALE-Sim's report, per layer; with --compare-access, our SRAM
+    and DRAM counts against its access report (SRAM must be identical, DRAM within 1 %).
+    Exit status 1 on a mismatch."""
     from dse_core.mapping.evaluate import map_network
     from dse_core.workloads.scalesim import (
         compare_with_report,
+        read_access_report,
+        read_buffers,
         read_compute_report,
         read_config,
         read_topology,
     )
 
+    if report_path is not None and access_path is not None:
+        raise DseError("--compare and --compare-access: give one of them")
     array, run_name = read_config(config_path)
     layers = read_topology(topology)
     mapper = instantiate(registry_of(ctx).get("mapping", SCALESIM_MAPPINGS[array.dataflow]))
     mappings = map_network(layers, array, mapper)
     meta = {"run": run_name, "array": str(array)}
+    if access_path is not None:
+        _compare_access(ctx, layers, array, read_buffers(config_path),
+                        read_access_report(access_path), fmt, meta)
+        return
     if report_path is None:
         click.echo(render(_map_rows(layers, mappings), fmt,
                           total=_map_total(mappings, array), meta=meta))
@@ -228,6 +302,30 @@ def scalesim_cmd(ctx: click.Context, topology: str, config_path: str, report_pat
     if fmt == "table":
         click.echo(f"{matched}/{len(rows)} layers match SCALE-Sim (cycles = its Total Cycles "
                    "+ 1, mapping efficiency equal)")
+    if matched != len(rows):
+        ctx.exit(1)
+
+
+def _compare_access(ctx: click.Context, layers: Sequence[LayerSpec], array: ArrayConfig,
+                    buffers: Any, report: list[dict[str, int]], fmt: str,
+                    meta: dict[str, Any]) -> None:
+    from dse_core.mapping.traffic import access_counts, compare_access
+
+    traffic = [access_counts(layer, array, buffers) for layer in layers]
+    rows = compare_access(list(layers), traffic, report)
+    meta = {**meta, "buffers": str(buffers)}
+    matched = sum(1 for r in rows if r["match"])
+    identical = sum(1 for r in rows if r["identical"])
+    if fmt == "table":  # ours and SCALE-Sim's side by side, one count at a time
+        table = [{"layer": r["layer"], **{f"{c}": f"{r[c]:,}" + (
+            "" if r[c] == r[f"scalesim_{c}"] else f" (scalesim {r[f'scalesim_{c}']:,})")
+            for c in TRAFFIC_COLUMNS}, "match": r["match"]} for r in rows]
+        click.echo(render(table, fmt, meta=meta))
+        click.echo(f"{matched}/{len(rows)} layers match SCALE-Sim's access report (SRAM "
+                   f"identical, DRAM within 1 %); {identical}/{len(rows)} identical in all six "
+                   "counts")
+    else:
+        click.echo(render(rows, fmt, meta=meta))
     if matched != len(rows):
         ctx.exit(1)
 

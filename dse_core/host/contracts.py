@@ -12,7 +12,10 @@ import numpy as np
 
 from dse_core.types import ArrayConfig, LayerEnergy, LayerMapping, LayerSpec
 
-__all__ = ["ArrayMapping", "EnergyModel"]
+__all__ = ["ArrayMapping", "EnergyModel", "MemoryModel", "BUFFER_KINDS"]
+
+#: what ``MemoryModel.access_pj`` is asked about
+BUFFER_KINDS = ("ifmap", "filter", "ofmap", "dram")
 
 
 @runtime_checkable
@@ -50,3 +53,15 @@ class EnergyModel(Protocol):
         characterization: Any = None,
         weight_histogram: np.ndarray | None = None,
     ) -> LayerEnergy: ...
+
+
+@runtime_checkable
+class MemoryModel(Protocol):
+    """Energy of memory accesses.
+
+    ``access_pj(buffer, size_bytes, word_bits, write)`` is the energy in pJ of one read (or
+    write) of a ``word_bits``-wide word: ``buffer`` is ``"ifmap"``, ``"filter"`` or
+    ``"ofmap"`` (an on-chip SRAM of ``size_bytes``) or ``"dram"`` (``size_bytes`` is 0).
+    """
+
+    def access_pj(self, buffer: str, size_bytes: int, word_bits: int, write: bool) -> float: ...

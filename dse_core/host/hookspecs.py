@@ -28,6 +28,12 @@ def dse_register_energy_models(register: Register) -> None:
 
 
 @hookspec
+def dse_register_memory_models(register: Register) -> None:
+    """Register memory models (per-access SRAM and DRAM energy):
+    ``register(MemoryModelPlugin(...))``."""
+
+
+@hookspec
 def dse_register_characterizers(register: Register) -> None:
     """Register MAC characterisers: ``register(CharacterizerPlugin(...))``."""
 

@@ -26,7 +26,8 @@ from dse_core.errors import DseError, PluginConflictError, UnknownPluginError
 from dse_core.host import hookspecs
 
 __all__ = [
-    "PluginRecord", "MappingPlugin", "EnergyModelPlugin", "CharacterizerPlugin",
+    "PluginRecord", "MappingPlugin", "EnergyModelPlugin", "MemoryModelPlugin",
+    "CharacterizerPlugin",
     "SelectorPlugin", "SchedulerPlugin", "ModelPlugin", "DatasetPlugin", "CommandPlugin",
     "PluginFailure", "Registry", "KINDS", "get_registry", "build_registry", "reset_registry",
     "instantiate",
@@ -76,6 +77,11 @@ class EnergyModelPlugin(PluginRecord):
 
 
 @dataclass(frozen=True)
+class MemoryModelPlugin(PluginRecord):
+    """A :class:`~dse_core.host.contracts.MemoryModel`: energy of one buffer or DRAM access."""
+
+
+@dataclass(frozen=True)
 class CharacterizerPlugin(PluginRecord):
     """A MAC characteriser (contract lands with the switching-activity energy issue)."""
 
@@ -116,6 +122,7 @@ class CommandPlugin(PluginRecord):
 KINDS: dict[str, tuple[str, type[PluginRecord]]] = {
     "mapping": ("dse_register_mappings", MappingPlugin),
     "energy_model": ("dse_register_energy_models", EnergyModelPlugin),
+    "memory_model": ("dse_register_memory_models", MemoryModelPlugin),
     "characterizer": ("dse_register_characterizers", CharacterizerPlugin),
     "selector": ("dse_register_selectors", SelectorPlugin),
     "scheduler": ("dse_register_schedulers", SchedulerPlugin),

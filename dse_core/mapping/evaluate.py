@@ -11,7 +11,14 @@ from typing import Any
 import numpy as np
 
 from dse_core.host.contracts import ArrayMapping, EnergyModel
-from dse_core.types import ArrayConfig, LayerEnergy, LayerMapping, LayerSpec, NetworkEnergy
+from dse_core.types import (
+    ArrayConfig,
+    LayerEnergy,
+    LayerMapping,
+    LayerSpec,
+    LayerTraffic,
+    NetworkEnergy,
+)
 
 __all__ = ["map_network", "NetworkEvaluation", "evaluate_network", "charge_layer"]
 
@@ -28,6 +35,7 @@ class NetworkEvaluation:
     layers: tuple[LayerSpec, ...]
     mappings: tuple[LayerMapping, ...]
     energy: NetworkEnergy
+    traffic: tuple[LayerTraffic, ...] | None = None  # with a memory setting
 
     @property
     def cycles(self) -> int:
@@ -75,10 +83,15 @@ def evaluate_network(
     codes: Mapping[str, Any] | None = None,
     stats: Mapping[str, Any] | None = None,
     characterization: Any = None,
+    memory: Any = None,
+    n_levels: Mapping[str, int] | None = None,
 ) -> NetworkEvaluation:
-    """Mappings and energies of every layer. ``codes`` and ``stats`` are per layer name."""
+    """Mappings and energies of every layer. ``codes``, ``stats`` and ``n_levels`` (allowed-set
+    sizes, for index storage) are per layer name; with ``memory`` (a
+    :class:`~dse_core.mapping.system.MemorySetting`) the energies include the buffers and
+    DRAM, otherwise they are the PE array's alone."""
     mappings = map_network(layers, array, mapping)
-    energies = tuple(
+    energies = [
         energy_model.layer_energy(
             layer, m,
             codes=(codes or {}).get(layer.name),
@@ -86,5 +99,15 @@ def evaluate_network(
             characterization=characterization,
         )
         for layer, m in zip(layers, mappings, strict=True)
-    )
-    return NetworkEvaluation(tuple(layers), tuple(mappings), NetworkEnergy(energies))
+    ]
+    traffic: tuple[LayerTraffic, ...] | None = None
+    if memory is not None:
+        from dse_core.mapping.system import with_memory
+
+        pairs = [with_memory(e, layer, m, memory,
+                             n_levels=(n_levels or {}).get(layer.name.split("#")[0]))
+                 for e, layer, m in zip(energies, layers, mappings, strict=True)]
+        energies = [e for e, _ in pairs]
+        traffic = tuple(t for _, t in pairs)
+    return NetworkEvaluation(tuple(layers), tuple(mappings), NetworkEnergy(tuple(energies)),
+                             traffic)

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dse_core.errors import DseError
-from dse_core.types import DATAFLOWS, ArrayConfig, LayerMapping, LayerSpec
+from dse_core.types import DATAFLOWS, ArrayConfig, BufferConfig, LayerMapping, LayerSpec
 
 __all__ = [
     "read_topology", "read_config", "read_compute_report", "ScaleSimReportRow",
-    "compare_with_report", "SCALESIM_REPORT_OFFSET",
+    "compare_with_report", "SCALESIM_REPORT_OFFSET", "read_buffers", "read_access_report",
+    "ACCESS_COLUMNS",
 ]
 
 log = logging.getLogger(__name__)
@@ -241,4 +242,72 @@ def compare_with_report(
             "match": mapping.cycles == scalesim_cycles
             and abs(100 * mapping.mapping_efficiency - scalesim_eff) < 1e-6,
         })
+    return out
+
+
+def read_buffers(path: str | Path) -> BufferConfig:
+    """The three SRAM sizes of a SCALE-Sim ``.cfg``; only its ``CALC`` bandwidth mode (the
+    default, what its reports of DRAM traffic assume stall-free) is reproduced."""
+    path = Path(path)
+    parser = configparser.ConfigParser()
+    try:
+        with path.open(encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except OSError as exc:
+        raise DseError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise DseError(f"{path}: not a SCALE-Sim config: {exc}") from exc
+    section = "architecture_presets"
+    sizes = []
+    for key in ("IfmapSramSzkB", "FilterSramSzkB", "OfmapSramSzkB"):
+        raw = parser.get(section, key, fallback=None) if parser.has_section(section) else None
+        if raw is None:
+            raise DseError(f"{path}: [{section}] {key} is missing")
+        raw = raw.strip()
+        if not (raw.isascii() and raw.isdecimal()) or int(raw) < 1:
+            raise DseError(f"{path}: [{section}] {key} = {raw!r}: expected a positive integer "
+                           "(kB)")
+        sizes.append(int(raw))
+    mode = parser.get("run_presets", "InterfaceBandwidth", fallback="CALC").strip().upper()
+    if mode != "CALC":
+        raise DseError(f"{path}: [run_presets] InterfaceBandwidth = {mode!r}: only CALC is "
+                       "reproduced (USER bandwidth adds stalls and another prefetch buffer)")
+    return BufferConfig(*sizes)
+
+
+#: our LayerTraffic field -> the DETAILED_ACCESS_REPORT.csv column
+ACCESS_COLUMNS = {
+    "sram_ifmap_reads": "SRAM IFMAP Reads", "sram_filter_reads": "SRAM Filter Reads",
+    "sram_ofmap_writes": "SRAM OFMAP Writes", "dram_ifmap_reads": "DRAM IFMAP Reads",
+    "dram_filter_reads": "DRAM Filter Reads", "dram_ofmap_writes": "DRAM OFMAP Writes",
+}
+
+
+def read_access_report(path: str | Path) -> list[dict[str, int]]:
+    """Rows of a SCALE-Sim ``DETAILED_ACCESS_REPORT.csv``: the six counts per layer."""
+    path = Path(path)
+    rows = _rows(path)
+    if not rows:
+        raise DseError(f"{path}: empty report")
+    header = [h.lower() for h in rows[0][1]]
+    index = {}
+    for ours, label in {"layer_id": "LayerID", **ACCESS_COLUMNS}.items():
+        if label.lower() not in header:
+            raise DseError(f"{path}:{rows[0][0]}: column {label!r} is missing: expected a "
+                           "SCALE-Sim DETAILED_ACCESS_REPORT.csv")
+        index[ours] = header.index(label.lower())
+    out = []
+    for line, fields in rows[1:]:
+        row = {}
+        for ours, i in index.items():
+            raw = fields[i] if i < len(fields) else ""
+            try:
+                value = float(raw)
+            except ValueError:
+                value = -1.0
+            if value < 0 or not value.is_integer():
+                label = ACCESS_COLUMNS.get(ours, "LayerID")
+                raise DseError(f"{path}:{line}: {label} = {raw!r}: expected a count >= 0")
+            row[ours] = int(value)
+        out.append(row)
     return out
