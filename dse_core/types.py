@@ -338,7 +338,10 @@ class BufferConfig:
         if len(parts) != 3 or not all(p.isascii() and p.isdecimal() for p in parts):
             raise ValidationError(f"buffers = {text!r}: expected IFMAP,FILTER,OFMAP sizes in "
                                   "kB as positive integers, e.g. 64,64,64")
-        return cls(*(int(p) for p in parts))
+        try:
+            return cls(*(int(p) for p in parts))
+        except ValidationError as exc:
+            raise ValidationError(f"buffers = {text!r}: {exc}") from None
 
     def __str__(self) -> str:
         return f"{self.ifmap_kb},{self.filter_kb},{self.ofmap_kb} kB"

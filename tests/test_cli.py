@@ -65,8 +65,12 @@ def test_energy_constant_end_to_end(capsys):
                        "constant", "--mac-pj", "0.5", "--format", "json")
     doc = json.loads(out)
     assert code == 0
-    assert doc["total"]["total_pj"] == pytest.approx(40_551_040 * 0.5)
-    assert doc["meta"]["mac_pj"] == 0.5
+    total = doc["total"]
+    assert total["mac_switching_pj"] == pytest.approx(40_551_040 * 0.5)
+    assert total["total_pj"] == pytest.approx(total["array_pj"] + total["memory_pj"])
+    assert total["memory_pj"] == pytest.approx(sum(total[k] for k in (
+        "sram_ifmap_pj", "sram_filter_pj", "sram_ofmap_pj", "dram_pj")))
+    assert doc["meta"]["mac_pj"] == 0.5 and doc["meta"]["buffers"] == "64,64,64 kB"
     assert sum(r["share_pct"] for r in doc["rows"]) == pytest.approx(100, abs=0.05)
 
 

@@ -22,8 +22,11 @@ def test_energy_with_a_dataset(capsys, lenet_inputs):
     assert code == 0 and [r["layer"] for r in doc["rows"]] == [
         "conv1", "conv2", "fc1", "fc2", "fc3"]
     total = doc["total"]
-    parts = ("mac_switching_pj", "clock_pj", "idle_pj", "fill_drain_pj", "weight_load_pj")
+    parts = ("mac_switching_pj", "clock_pj", "idle_pj", "fill_drain_pj", "weight_load_pj",
+             "sram_ifmap_pj", "sram_filter_pj", "sram_ofmap_pj", "dram_pj")
     assert total["total_pj"] == pytest.approx(sum(total[p] for p in parts))
+    assert total["array_pj"] == pytest.approx(sum(total[p] for p in parts[:5]))
+    assert total["idle_pj"] == total["fill_drain_pj"] == 0  # the default gating
     code, out, _ = run(capsys, "energy", "lenet5", "--dataset", "mnist5k", "--array", "64x64",
                        "--energy-model", "global_activation", "--format", "json")
     other = json.loads(out)["total"]

@@ -21,7 +21,7 @@ def test_layer_energy_equations(registry, models, lenet_inputs):
     char = lenet_inputs.characterization
     layer = lenet_inputs.layers[1]
     stats = lenet_inputs.stats.layers[layer.name]
-    mapping = mapped(registry, layer)
+    mapping = mapped(registry, layer, ArrayConfig(64, 64, clock_gating="none"))
     energy = models["msb_hamming"].layer_energy(layer, mapping, stats=stats,
                                                 characterization=char)
     curve = models["msb_hamming"].per_weight_energy(layer, stats, char)

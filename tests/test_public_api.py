@@ -3,10 +3,12 @@ import dse_core
 
 def test_public_api_is_pinned():
     assert sorted(dse_core.__all__) == sorted([
-        "AllowedSet", "ArrayConfig", "ArrayMapping", "CharacterizerPlugin", "CommandPlugin",
-        "CompressionPlan", "CompressionSession", "DatasetPlugin", "DseError", "EnergyModel",
+        "AllowedSet", "ArrayConfig", "ArrayMapping", "BufferConfig", "CharacterizerPlugin",
+        "CommandPlugin", "CompressionPlan", "CompressionSession", "DatasetPlugin", "DseError",
+        "EnergyModel",
         "EnergyModelPlugin", "FoldTile", "Knob", "LayerEnergy", "LayerMapping", "LayerScheduler",
-        "LayerSpec", "MappingPlugin", "ModelPlugin", "NetworkEnergy", "NetworkEvaluation",
+        "LayerSpec", "LayerTraffic", "MappingPlugin", "MemoryModel", "MemoryModelPlugin",
+        "ModelPlugin", "NetworkEnergy", "NetworkEvaluation",
         "PluginConflictError", "PluginRecord", "Registry", "SchedulerPlugin", "SelectionRequest",
         "SelectorPlugin", "UnknownPluginError", "ValidationError", "WeightSelector",
         "__version__", "build_registry", "evaluate_network", "get_registry", "hookimpl",

@@ -112,8 +112,12 @@ def test_energy_only_search_records_queries_and_continues(storage, tmp_path):
     assert code == 0, err
     study = _load(storage, "energy")
     assert _states(study) == {"COMPLETE": 15}
+    from dse_core import ArrayConfig, get_registry, instantiate
     from dse_core.search.results import ResultsDB
+    from dse_core.workloads.scalesim import read_topology
 
+    registry = get_registry()
+    topology = read_topology(TOPOLOGY)
     db = ResultsDB(storage, create=False)
     for trial in study.trials:
         layers = db.trial_layers("energy", trial.number)
@@ -121,9 +125,25 @@ def test_energy_only_search_records_queries_and_continues(storage, tmp_path):
         assert sum(r["total_pj"] for r in layers) == pytest.approx(trial.values[0])
         assert sum(r["cycles"] for r in layers) == trial.values[1] == trial.user_attrs["cycles"]
         assert trial.user_attrs["pe_count"] == trial.params["rows"] * trial.params["cols"]
-        # constant model: pe_cycle_pj charges every PE every cycle
-        clock = 0.002 * trial.user_attrs["pe_count"] * trial.user_attrs["cycles"]
-        assert sum(r["clock_pj"] for r in layers) == pytest.approx(clock)
+        # constant model: pe_cycle_pj charges every PE-cycle the default clock gating
+        # (idle_and_skew) leaves: the active PEs of each fold while they stream and preload
+        array = ArrayConfig(trial.params["rows"], trial.params["cols"],
+                            dataflow=trial.params.get("dataflow", "ws"))
+        mapper = instantiate(registry.get("mapping", f"{array.dataflow}_tile"))
+        clocked = 0
+        for layer in topology:
+            m = mapper.map(layer, array)
+            preload = m.cycles_per_fold - m.streamed - (array.rows + array.cols - 2)
+            clocked += m.active_pe_folds * (m.streamed + preload)
+        assert sum(r["clock_pj"] for r in layers) == pytest.approx(0.002 * clocked)
+        # the system total: the array's terms plus the buffers' and DRAM's, all stored
+        parts = ("mac_switching_pj", "clock_pj", "idle_pj", "fill_drain_pj", "weight_load_pj",
+                 "sram_ifmap_pj", "sram_filter_pj", "sram_ofmap_pj", "dram_pj")
+        for r in layers:
+            assert r["total_pj"] == pytest.approx(sum(r[k] for k in parts))
+            assert r["dram_pj"] > 0 and r["dram_filter_reads"] > 0
+        assert trial.user_attrs["memory_energy_pj"] + trial.user_attrs["array_energy_pj"] == \
+            pytest.approx(trial.values[0])
     # running again continues the same study: nothing redone
     code, out2, err = _dse("run", str(path), "--storage", storage)
     assert code == 0, err and _states(_load(storage, "energy")) == {"COMPLETE": 15}
@@ -307,7 +327,7 @@ def test_a_database_of_another_schema_version_is_refused(storage, tmp_path):
         conn.execute(sa.text("UPDATE dse_schema SET version = 99"))
     for args in (["pareto", "v"], ["run", str(path)], ["studies"]):
         code, _, err = _dse(*args, "--storage", storage)
-        assert code == 2 and "written by schema version 99; this systolic-dse reads version 1" \
+        assert code == 2 and "written by schema version 99; this systolic-dse reads version 2" \
             in err, (args, err)
 
 
@@ -406,3 +426,39 @@ def test_a_schema_table_caught_between_creation_and_its_row(tmp_path):
         assert conn.execute(sa.text("SELECT version FROM dse_schema")).scalar() == \
             SCHEMA_VERSION
     ResultsDB(url, create=False)
+
+
+def test_a_version_1_database_is_upgraded_in_place(tmp_path):
+    """Results of the array-only energy (schema 1) stay readable: the per-layer table gains
+    the memory columns, NULL in the old rows."""
+    import sqlalchemy as sa
+
+    from dse_core.search.results import (
+        MEMORY_ENERGY_COLUMNS,
+        TRAFFIC_COLUMNS,
+        ResultsDB,
+        _metadata,
+    )
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    new = set(MEMORY_ENERGY_COLUMNS) | set(TRAFFIC_COLUMNS)
+    old_md = sa.MetaData()
+    for table in _metadata().tables.values():
+        sa.Table(table.name, old_md, *(c.copy() for c in table.columns if c.name not in new))
+    old_md.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO dse_schema (id, version) VALUES (1, 1)"))
+        conn.execute(sa.text(
+            "INSERT INTO dse_trial_layers (study_name, trial_number, layer, position, cycles, "
+            "utilisation, mapping_efficiency, mac_switching_pj, clock_pj, idle_pj, "
+            "fill_drain_pj, weight_load_pj, total_pj) VALUES ('s', 0, 'conv1', 0, 10, 0.5, "
+            "0.5, 1, 2, 3, 4, 5, 15)"))
+    db = ResultsDB(url, create=False)
+    with db.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version FROM dse_schema")).scalar() == 2
+    (row,) = db.trial_layers("s", 0)
+    assert row["total_pj"] == 15 and all(row[c] is None for c in new)
+    db.write_trial_layers("s", 1, [{**{k: v for k, v in row.items() if k not in new},
+                                    "dram_pj": 7.0, "dram_ifmap_reads": 3}])
+    assert db.trial_layers("s", 1)[0]["dram_pj"] == 7.0

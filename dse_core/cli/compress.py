@@ -72,15 +72,19 @@ def compress_cmd(ctx: click.Context, study_file: str, overrides: Sequence[str],
     click.echo(render(rows, fmt, total=total, meta={**meta, **{
         k: doc[k] for k in ("float_accuracy", "baseline_accuracy", "compressed_accuracy",
                             "accuracy_drop", "tune_accuracy_drop", "within_budget",
-                            "mac_reduction_pct", "total_reduction_pct")}}))
+                            "mac_reduction_pct", "total_reduction_pct",
+                            "total_reduction_indexed_pct")}}))
     if fmt == "table":
         click.echo(
             f"int8 baseline: accuracy {result.baseline_accuracy:.2f} %, MAC energy "
-            f"{result.baseline_mac_pj / 1e6:.4f} uJ (all terms {result.baseline_total_pj / 1e6:.4f}"
-            f" uJ)\ncompressed:    accuracy {result.compressed_accuracy:.2f} %, MAC energy "
-            f"{result.compressed_mac_pj / 1e6:.4f} uJ (all terms "
-            f"{result.compressed_total_pj / 1e6:.4f} uJ)\nreduction:     MAC energy "
-            f"{result.reduction_pct:.1f} %, all terms {doc['total_reduction_pct']:.1f} %, "
+            f"{result.baseline_mac_pj / 1e6:.4f} uJ (system {result.baseline_total_pj / 1e6:.4f}"
+            f" uJ, of which memory {result.baseline_memory_pj / 1e6:.4f} uJ)\n"
+            f"compressed:    accuracy {result.compressed_accuracy:.2f} %, MAC energy "
+            f"{result.compressed_mac_pj / 1e6:.4f} uJ (system "
+            f"{result.compressed_total_pj / 1e6:.4f} uJ; with index storage "
+            f"{result.compressed_total_indexed_pj / 1e6:.4f} uJ)\nreduction:     MAC energy "
+            f"{result.reduction_pct:.1f} %, system {doc['total_reduction_pct']:.1f} % "
+            f"({doc['total_reduction_indexed_pct']:.1f} % with index storage), "
             f"accuracy drop {result.accuracy_drop:.2f} points on the validation split, "
             f"{result.tune_accuracy_drop:.2f} on the tuning split (budget "
             f"{result.budget_pct:g} points), {result.wall_s:.0f} s on "

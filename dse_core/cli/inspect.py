@@ -14,7 +14,6 @@ from dse_core.cli.group import (
     SCALESIM_MAPPINGS,
     array_option,
     batch_option,
-    buffers_option,
     format_option,
     input_option,
     load_layers,

@@ -7,6 +7,7 @@ of the training data, so the validation split the report quotes never steers the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -83,6 +84,12 @@ class CompressionResult:
     baseline_total_pj: float
     compressed_total_pj: float
     layers: list[LayerCompression]
+    #: the system's memory terms (SRAM + DRAM); the totals above include them and the PE
+    #: clock. ``compressed_total_indexed_pj``: the compressed network with its weights stored
+    #: as codebook indices (docs/energy-model.md §9)
+    baseline_memory_pj: float = 0.0
+    compressed_memory_pj: float = 0.0
+    compressed_total_indexed_pj: float = 0.0
     steps: list[dict[str, Any]] = field(default_factory=list)
     wall_s: float = 0.0
     device: str = "cpu"
@@ -120,6 +127,8 @@ class CompressionResult:
         doc["mac_reduction_pct"] = self.reduction_pct
         doc["total_reduction_pct"] = 100.0 * (1 - self.compressed_total_pj
                                               / self.baseline_total_pj)
+        doc["total_reduction_indexed_pct"] = 100.0 * (1 - self.compressed_total_indexed_pj
+                                                      / self.baseline_total_pj)
         doc["accuracy_drop"] = self.accuracy_drop
         doc["tune_accuracy_drop"] = self.tune_accuracy_drop
         doc["accuracy_budget_pct"] = self.budget_pct
@@ -146,12 +155,26 @@ class _EnergyView:
                                         minlength=256) @ curve)
                 for name, curve in self.per_weight_pj.items()}
 
-    def total_pj(self, codes: Mapping[str, np.ndarray]) -> float:
-        return sum(self.model.layer_energy(
-            layer, m, codes=codes[module_name(layer.name)],
-            stats=self.stats.layers.get(layer.name) if self.stats else None,
-            characterization=self.char).total_pj
-            for layer, m in zip(self.layers, self.mappings, strict=True))
+    def energies(self, codes: Mapping[str, np.ndarray], memory: Any = None,
+                 n_levels: Mapping[str, int] | None = None) -> list[Any]:
+        """Each layer's LayerEnergy; with ``memory`` (a MemorySetting) the system's."""
+        from dse_core.mapping.system import with_memory
+
+        out = []
+        for layer, m in zip(self.layers, self.mappings, strict=True):
+            e = self.model.layer_energy(
+                layer, m, codes=codes[module_name(layer.name)],
+                stats=self.stats.layers.get(layer.name) if self.stats else None,
+                characterization=self.char)
+            if memory is not None:
+                e, _ = with_memory(e, layer, m, memory,
+                                   n_levels=(n_levels or {}).get(module_name(layer.name)))
+            out.append(e)
+        return out
+
+    def total_pj(self, codes: Mapping[str, np.ndarray], memory: Any = None,
+                 n_levels: Mapping[str, int] | None = None) -> float:
+        return sum(e.total_pj for e in self.energies(codes, memory, n_levels))
 
 
 def _batches(fit: tuple[Any, Any], epochs: float, batch_size: int, seed: int, device: str
@@ -341,13 +364,24 @@ def _split_data(splits: Any, tune_images: int) -> dict[str, Any]:
             "tune": (x[-tune_images:], y[-tune_images:]), "val": tensors(splits.val)}
 
 
+def memory_setting(registry: Registry, memory: Any) -> Any:
+    """The MemorySetting of a study's ``[memory]`` table."""
+    from dse_core.mapping.system import MemorySetting
+    from dse_core.types import BufferConfig
+
+    model = instantiate(registry.get("memory_model", memory.model), memory.options)
+    return MemorySetting(BufferConfig(*memory.buffers_kb), model, memory.index_storage)
+
+
 def _plugins(registry: Registry, study: CompressStudy) -> tuple[Any, Any, dict[str, str]]:
     c = study.compression
     sel_record = registry.get("selector", c.policy)
     sched_record = registry.get("scheduler", c.scheduler)
     for kind, name in (("energy_model", study.energy.model),
-                       ("energy_model", study.energy.report_model)):
+                       ("energy_model", study.energy.report_model),
+                       ("memory_model", study.memory.model)):
         registry.get(kind, name)
+    memory_setting(registry, study.memory)  # a bad memory table stops here, before training
     selector = instantiate(sel_record, c.policy_options)
     scheduler = instantiate(sched_record, c.scheduler_options)
     if not isinstance(selector, WeightSelector):
@@ -371,7 +405,9 @@ def run_compression(registry: Registry, study: CompressStudy, *, progress: bool 
     started = time.perf_counter()
     device = resolve_device(study.training.device)
     selector, scheduler, versions = _plugins(registry, study)  # fail fast on bad names
-    array = ArrayConfig(study.array.rows, study.array.cols, dataflow=study.array.dataflow)
+    array = ArrayConfig(study.array.rows, study.array.cols, dataflow=study.array.dataflow,
+                        clock_gating=study.memory.clock_gating)
+    memory = memory_setting(registry, study.memory)
     mapping = instantiate(registry.get("mapping", f"{study.array.dataflow}_tile"))
     torch.manual_seed(study.seed)
     inputs = switching_inputs(
@@ -431,13 +467,21 @@ def run_compression(registry: Registry, study: CompressStudy, *, progress: bool 
                                net.layers[n].allowed, before[n], after[n],
                                before[n] / total_before) for n in net.layers]
     log.info("plan %s", dict(plan.n_levels))
+    levels = {n: len(net.layers[n].allowed) for n in net.layers}
+    base_energy = report.energies(base_codes, memory)
+    plain = report.energies(codes, dataclasses.replace(memory, index_storage=False), levels)
+    indexed = report.energies(codes, dataclasses.replace(memory, index_storage=True), levels)
     result = CompressionResult(
         study=study.model_dump(mode="json"), float_accuracy=float_acc,
         baseline_accuracy=base_val, compressed_accuracy=session.val_accuracy(),
         baseline_tune_accuracy=session.baseline_accuracy,
         compressed_tune_accuracy=session.accuracy(),
         baseline_mac_pj=sum(before.values()), compressed_mac_pj=sum(after.values()),
-        baseline_total_pj=report.total_pj(base_codes), compressed_total_pj=report.total_pj(codes),
+        baseline_total_pj=sum(e.total_pj for e in base_energy),
+        compressed_total_pj=sum(e.total_pj for e in plain),
+        baseline_memory_pj=sum(e.memory_pj for e in base_energy),
+        compressed_memory_pj=sum(e.memory_pj for e in plain),
+        compressed_total_indexed_pj=sum(e.total_pj for e in indexed),
         layers=layers, steps=session.steps, wall_s=time.perf_counter() - started,
         device=device, plugins=versions,
         model_meta={"model": study.workload.model, "dataset": splits.name,

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from dse_core.errors import DseError
 
-__all__ = ["CompressStudy", "load_study", "apply_overrides", "StudyModel"]
+__all__ = ["CompressStudy", "load_study", "apply_overrides", "StudyModel", "Memory"]
 
 
 class StudyModel(BaseModel):
@@ -44,6 +44,25 @@ class Energy(StudyModel):
     report_model: str = Field("msb_hamming", description="energy model the report uses")
     calibration_images: int = Field(1024, ge=1)
     characterizer: str = "gate_level"
+
+
+class Memory(StudyModel):
+    """The memory system: buffers, their energy model, clock gating, index storage (in a
+    search, space.*_kb and space.index_storage override these)."""
+
+    model: str = "horowitz45"
+    options: dict[str, Any] = Field(default_factory=dict)
+    buffers_kb: list[int] = Field(default=[64, 64, 64], min_length=3, max_length=3,
+                                  description="ifmap, filter, ofmap SRAM in kB")
+    clock_gating: Literal["none", "idle", "idle_and_skew"] = "idle_and_skew"
+    index_storage: bool = False
+
+    @field_validator("buffers_kb")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(v < 1 or v > 1 << 20 for v in value):
+            raise ValueError(f"buffers_kb = {value}: expected three sizes in 1..1048576 kB")
+        return value
 
 
 class Compression(StudyModel):
@@ -73,6 +92,7 @@ class CompressStudy(StudyModel):
     workload: Workload
     array: Array = Array()
     energy: Energy = Energy()
+    memory: Memory = Memory()
     compression: Compression = Compression()
     training: Training = Training()
 

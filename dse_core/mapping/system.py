@@ -85,7 +85,7 @@ def with_memory(energy: LayerEnergy, layer: LayerSpec, mapping: LayerMapping,
         + layer.groups * codebook_bits * dram(1, False)
         + traffic.dram_ofmap_writes * dram(psum, True),
     }
-    return dataclasses.replace(energy, **terms), traffic
+    return dataclasses.replace(energy, **terms), traffic  # type: ignore[arg-type]
 
 
 def area_mm2(array: ArrayConfig, buffers: BufferConfig, pe_gates: int) -> float:

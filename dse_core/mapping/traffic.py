@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -225,12 +226,18 @@ def _counts(g: _Geometry, rows: int, cols: int, dataflow: str, words: tuple[int,
         pass  # absent or corrupt: recount and rewrite
     valid = _valid_ifmap_requests(g, sram[0])
     counts = _dram_counts(g, array, words, valid, sram)
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(list(counts))))
+    def write(tmp: Path) -> None:
+        tmp.write_text(json.dumps(list(counts)))
+
+    atomic_write(path, write)
     return counts
 
 
+_DEFAULT_BUFFERS = BufferConfig()
+
+
 def access_counts(layer: LayerSpec, array: ArrayConfig,
-                  buffers: BufferConfig = BufferConfig(), *,
+                  buffers: BufferConfig = _DEFAULT_BUFFERS, *,
                   filter_word_bits: int = 8) -> LayerTraffic:
     """SRAM and DRAM words of one inference of ``layer`` (all groups: SCALE-Sim runs each
     group of a depthwise layer as its own layer, buffers starting empty).

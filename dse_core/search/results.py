@@ -26,9 +26,15 @@ __all__ = ["SCHEMA_VERSION", "MEMORY_URL", "ResultsDB", "open_storage", "list_st
            "load_study", "trial_rows", "pareto_rows", "trial_detail", "parse_where", "safe_url"]
 
 log = logging.getLogger(__name__)
-SCHEMA_VERSION = 1
-_METRICS = ("energy_pj", "mac_energy_pj", "accuracy", "accuracy_drop", "val_accuracy",
-            "val_accuracy_drop", "cycles", "pe_count", "edp")
+SCHEMA_VERSION = 2
+_METRICS = ("energy_pj", "mac_energy_pj", "array_energy_pj", "memory_energy_pj", "accuracy",
+            "accuracy_drop", "val_accuracy", "val_accuracy_drop", "cycles", "pe_count", "edp",
+            "onchip_kb", "area_mm2")
+#: per-layer columns schema version 2 added (memory terms and traffic); NULL in version-1 rows,
+#: whose energies are the PE array's alone
+MEMORY_ENERGY_COLUMNS = ("sram_ifmap_pj", "sram_filter_pj", "sram_ofmap_pj", "dram_pj")
+TRAFFIC_COLUMNS = ("sram_ifmap_reads", "sram_filter_reads", "sram_ofmap_writes",
+                   "dram_ifmap_reads", "dram_filter_reads", "dram_ofmap_writes")
 
 
 def safe_url(url: str) -> str:
@@ -57,7 +63,9 @@ def _tables() -> Any:
           *(Column(n, Float, nullable=False) for n in (
               "mac_switching_pj", "clock_pj", "idle_pj", "fill_drain_pj", "weight_load_pj",
               "total_pj")),
-          Column("n_levels", Integer), Column("allowed", Text))
+          Column("n_levels", Integer), Column("allowed", Text),
+          *(Column(n, Float) for n in MEMORY_ENERGY_COLUMNS),
+          *(Column(n, BigInteger) for n in TRAFFIC_COLUMNS))
     Table("dse_accuracy_cache", md,
           Column("study_name", String(512), primary_key=True),
           Column("plan_key", String(64), primary_key=True),
@@ -130,6 +138,11 @@ class ResultsDB:
                            f"({str(exc.orig).strip().splitlines()[0]})") from exc
         if has_schema:
             version = self._schema_version(create)
+            if version == 1:
+                try:
+                    version = self._migrate_from_1()
+                except sa.exc.DBAPIError:  # another worker migrated it at the same moment
+                    version = self._schema_version(create)
             if version != SCHEMA_VERSION:
                 raise DseError(f"storage {safe_url(url)}: results written by schema version "
                                f"{version}; this systolic-dse reads version {SCHEMA_VERSION}")
@@ -153,6 +166,23 @@ class ResultsDB:
                 pass  # another worker created it first
         else:
             raise DseError(f"storage {safe_url(url)}: no systolic-dse results here")
+
+    def _migrate_from_1(self) -> int:
+        """Version 1 -> 2: the per-layer table gains the memory columns (NULL in old rows)."""
+        import sqlalchemy as sa
+        from sqlalchemy import BigInteger, Float
+
+        with self.engine.begin() as conn:
+            present = {c["name"] for c in sa.inspect(conn).get_columns("dse_trial_layers")}
+            for name, kind in ([(n, Float()) for n in MEMORY_ENERGY_COLUMNS]
+                               + [(n, BigInteger()) for n in TRAFFIC_COLUMNS]):
+                if name not in present:
+                    conn.execute(sa.text(f"ALTER TABLE dse_trial_layers ADD COLUMN {name} "
+                                         f"{kind.compile(dialect=conn.dialect)}"))
+            conn.execute(self.t["dse_schema"].update().values(version=SCHEMA_VERSION))
+        log.info("storage %s: results upgraded from schema version 1 to %d", safe_url(self.url),
+                 SCHEMA_VERSION)
+        return SCHEMA_VERSION
 
     def _schema_version(self, create: bool) -> int | None:
         """The stored schema version. A ``dse_schema`` table without its row is one that

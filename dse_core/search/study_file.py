@@ -14,6 +14,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from dse_core.compression.study import (
     Compression,
+    Memory,
     StudyModel,
     Training,
     apply_overrides,
@@ -26,9 +27,10 @@ __all__ = ["SearchStudy", "load_search_study", "OBJECTIVES", "SAMPLERS"]
 
 #: objective name -> Optuna direction
 OBJECTIVES: dict[str, str] = {
-    "energy_pj": "minimize", "mac_energy_pj": "minimize", "accuracy": "maximize",
-    "accuracy_drop": "minimize", "cycles": "minimize", "pe_count": "minimize",
-    "edp": "minimize",
+    "energy_pj": "minimize", "mac_energy_pj": "minimize", "array_energy_pj": "minimize",
+    "memory_energy_pj": "minimize", "accuracy": "maximize", "accuracy_drop": "minimize",
+    "cycles": "minimize", "pe_count": "minimize", "edp": "minimize", "onchip_kb": "minimize",
+    "area_mm2": "minimize",
 }
 SAMPLERS = ("tpe", "nsga2", "nsga3", "gp", "random", "grid")
 
@@ -83,8 +85,13 @@ class Space(StudyModel):
                                       "name (yours too); default: the shipped {dataflow}_tile")
     compression: bool = Field(False, description="search the scheduler's knobs (needs a "
                               "model and dataset)")
+    ifmap_kb: Dimension | None = Field(None, description="ifmap buffer sizes (kB) to search")
+    filter_kb: Dimension | None = Field(None, description="filter buffer sizes (kB) to search")
+    ofmap_kb: Dimension | None = Field(None, description="ofmap buffer sizes (kB) to search")
+    index_storage: list[bool] | None = Field(None, min_length=1, description="search storing "
+                                             "compressed weights as codebook indices")
 
-    @field_validator("rows", "cols", mode="before")
+    @field_validator("rows", "cols", "ifmap_kb", "filter_kb", "ofmap_kb", mode="before")
     @classmethod
     def _list_shorthand(cls, value: Any) -> Any:
         return {"values": value} if isinstance(value, list) else value
@@ -103,6 +110,17 @@ class Space(StudyModel):
         """The trial parameter that picks the mapping: ``mapping`` or ``dataflow``."""
         return "dataflow" if self.mapping is None else "mapping"
 
+    def memory_dimensions(self) -> dict[str, list[Any]]:
+        """The memory parameters searched: buffer sizes (kB) and index storage."""
+        out: dict[str, list[Any]] = {}
+        for name in ("ifmap_kb", "filter_kb", "ofmap_kb"):
+            dimension = getattr(self, name)
+            if dimension is not None:
+                out[name] = dimension.choices()
+        if self.index_storage is not None and len(set(self.index_storage)) > 1:
+            out["index_storage"] = sorted(set(self.index_storage))
+        return out
+
     def mapping_choices(self) -> dict[str, str]:
         """Parameter value -> mapping plugin name, in the study's order."""
         if self.mapping is None:
@@ -113,6 +131,8 @@ class Space(StudyModel):
 class Constraints(StudyModel):
     accuracy_budget_pct: float | None = Field(None, gt=0, lt=100)
     max_pe_count: int | None = Field(None, ge=1)
+    max_onchip_kb: int | None = Field(None, ge=1, description="the three buffers together")
+    max_area_mm2: float | None = Field(None, gt=0, description="PE array and buffers")
 
 
 class Sampler(StudyModel):
@@ -156,6 +176,7 @@ class SearchStudy(StudyModel):
     constraints: Constraints = Constraints()
     sampler: Sampler = Sampler()
     energy: SearchEnergy = SearchEnergy()
+    memory: Memory = Memory()
     compression: Compression = Compression()
     training: SearchTraining = SearchTraining()
     scaling: Scaling = Scaling()

@@ -27,9 +27,14 @@ from dse_core.errors import DseError
 from dse_core.host.registry import Registry, instantiate
 from dse_core.mapping.evaluate import charge_layer
 from dse_core.search.report import design_key
-from dse_core.search.results import ResultsDB, open_storage
+from dse_core.search.results import (
+    MEMORY_ENERGY_COLUMNS,
+    TRAFFIC_COLUMNS,
+    ResultsDB,
+    open_storage,
+)
 from dse_core.search.study_file import SearchStudy
-from dse_core.types import ArrayConfig, CompressionPlan, LayerSpec
+from dse_core.types import ArrayConfig, BufferConfig, CompressionPlan, LayerSpec
 
 __all__ = ["Evaluator", "validate", "make_sampler", "create_or_load", "run_worker", "plan_key"]
 
@@ -52,6 +57,7 @@ def validate(registry: Registry, study: SearchStudy) -> None:
     and options, the workload, the sampler's options."""
     mappers = [_mapping(registry, name) for name in study.space.mapping_choices().values()]
     model = instantiate(registry.get("energy_model", study.energy.model), study.energy.options)
+    instantiate(registry.get("memory_model", study.memory.model), study.memory.options)
     w = study.workload
     if w.checkpoint and not Path(w.checkpoint).exists():
         raise DseError(f"workload.checkpoint = {w.checkpoint!r}: no such file")
@@ -106,6 +112,7 @@ def make_sampler(study: SearchStudy, worker_index: int, knob_space: dict[str, An
                                       "cols": study.space.cols.choices()}
         if len(study.space.mapping_choices()) > 1:
             grid[study.space.mapping_param] = list(study.space.mapping_choices())
+        grid.update(study.space.memory_dimensions())
         for key, value in knob_space.items():
             if value.kind == "categorical":
                 grid[key] = list(value.choices)
@@ -126,6 +133,10 @@ class _RowsInputs:
     char: Any
 
 
+#: PE netlist cells when the energy model has no netlist (the shipped 22-bit PE)
+DEFAULT_PE_GATES = 481
+
+
 class Evaluator:
     """Evaluates designs of one study inside one worker process."""
 
@@ -137,6 +148,8 @@ class Evaluator:
                          for value, name in study.space.mapping_choices().items()}
         self.energy_model = instantiate(registry.get("energy_model", study.energy.model),
                                         study.energy.options)
+        self.memory_model = instantiate(registry.get("memory_model", study.memory.model),
+                                        study.memory.options)
         self._inputs: dict[int, _RowsInputs] = {}
         self._designs: dict[str, int] | None = None  # design key -> first trial number
         self.session: Any = None
@@ -270,6 +283,24 @@ class Evaluator:
         return {**entry, "cached": False}
 
     # -- one trial ------------------------------------------------------------------------
+    def suggest_memory(self, trial: Any) -> Any:
+        """The trial's memory setting: searched buffer sizes and index storage, else the
+        study's fixed ones."""
+        from dse_core.mapping.system import MemorySetting
+
+        m = self.study.memory
+        dims = self.study.space.memory_dimensions()
+        sizes = [int(trial.suggest_categorical(name, dims[name])) if name in dims else fixed
+                 for name, fixed in zip(("ifmap_kb", "filter_kb", "ofmap_kb"), m.buffers_kb,
+                                        strict=True)]
+        if "index_storage" in dims:
+            index = bool(trial.suggest_categorical("index_storage", dims["index_storage"]))
+        elif self.study.space.index_storage is not None:
+            index = bool(self.study.space.index_storage[0])
+        else:
+            index = m.index_storage
+        return MemorySetting(BufferConfig(*sizes), self.memory_model, index)
+
     def suggest(self, trial: Any) -> tuple[ArrayConfig, str, dict[str, Any]]:
         """The array, the mapping's parameter value, and the scheduler's knob values."""
         space = self.study.space
@@ -289,7 +320,8 @@ class Evaluator:
                 values[name] = trial.suggest_float(name, float(knob.low), float(knob.high),
                                                    log=knob.log)
         dataflow = self.mappings[choice][1]
-        return ArrayConfig(rows, cols, dataflow=dataflow), choice, values  # type: ignore[arg-type]
+        return (ArrayConfig(rows, cols, dataflow=dataflow,  # type: ignore[arg-type]
+                            clock_gating=self.study.memory.clock_gating), choice, values)
 
     def evaluate(self, trial: Any) -> tuple[float, ...]:
         import optuna
@@ -302,7 +334,23 @@ class Evaluator:
         if limit is not None and array.pe_count > limit:  # hard budget: never evaluated
             trial.set_user_attr("rejected", f"pe_count {array.pe_count} > {limit}")
             raise optuna.TrialPruned(f"pe_count {array.pe_count} > max_pe_count {limit}")
-        metrics: dict[str, float] = {"pe_count": float(array.pe_count)}
+        memory = self.suggest_memory(trial)
+        onchip_kb = memory.buffers.total_kb
+        trial.set_user_attr("onchip_kb", onchip_kb)
+        budget_kb = study.constraints.max_onchip_kb
+        if budget_kb is not None and onchip_kb > budget_kb:
+            trial.set_user_attr("rejected", f"onchip_kb {onchip_kb} > {budget_kb}")
+            raise optuna.TrialPruned(f"onchip_kb {onchip_kb} > max_onchip_kb {budget_kb}")
+        from dse_core.mapping.system import area_mm2, with_memory
+
+        area = area_mm2(array, memory.buffers, self._pe_gates(array.rows))
+        trial.set_user_attr("area_mm2", area)
+        max_area = study.constraints.max_area_mm2
+        if max_area is not None and area > max_area:
+            trial.set_user_attr("rejected", f"area_mm2 {area:.4g} > {max_area}")
+            raise optuna.TrialPruned(f"area_mm2 {area:.4g} > max_area_mm2 {max_area}")
+        metrics: dict[str, float] = {"pe_count": float(array.pe_count),
+                                     "onchip_kb": float(onchip_kb), "area_mm2": area}
         histograms: dict[str, list[int]] | None = None
         allowed: dict[str, list[int]] = {}
         plan = (self.scheduler.plan(knob_values, self.shares) if self.session is not None
@@ -328,7 +376,7 @@ class Evaluator:
             trial.set_user_attr("plan", dict(plan.n_levels))
             trial.set_user_attr("accuracy_cached", acc["cached"])
         inputs = self.inputs(array.rows)
-        rows, energy_pj, mac_pj, cycles = [], 0.0, 0.0, 0
+        rows, energy_pj, mac_pj, array_pj, memory_pj, cycles = [], 0.0, 0.0, 0.0, 0.0, 0
         for layer in inputs.layers:
             m = mapper.map(layer, array)
             module = layer.name.split("#")[0]
@@ -338,8 +386,13 @@ class Evaluator:
                 self.energy_model, layer, m, weight_histogram=histogram,
                 stats=inputs.stats.layers.get(layer.name) if inputs.stats else None,
                 characterization=inputs.char)
+            e, traffic = with_memory(e, layer, m, memory,
+                                     n_levels=len(allowed[module]) if module in allowed
+                                     else None)
             energy_pj += e.total_pj
             mac_pj += e.mac_switching_pj
+            array_pj += e.array_pj
+            memory_pj += e.memory_pj
             cycles += m.cycles
             rows.append({"layer": layer.name, "cycles": m.cycles,
                          "utilisation": m.utilisation, "mapping_efficiency":
@@ -349,11 +402,15 @@ class Evaluator:
                          "total_pj": e.total_pj,
                          "n_levels": len(allowed[module]) if module in allowed else None,
                          "allowed": json.dumps(allowed[module]) if module in allowed
-                         else None})
-        metrics.update(energy_pj=energy_pj, mac_energy_pj=mac_pj, cycles=float(cycles),
+                         else None,
+                         **{t: getattr(e, t) for t in MEMORY_ENERGY_COLUMNS},
+                         **{t: getattr(traffic, t) for t in TRAFFIC_COLUMNS}})
+        metrics.update(energy_pj=energy_pj, mac_energy_pj=mac_pj, array_energy_pj=array_pj,
+                       memory_energy_pj=memory_pj, cycles=float(cycles),
                        edp=energy_pj * cycles)
         for key, value in metrics.items():
-            trial.set_user_attr(key, int(value) if key in ("cycles", "pe_count") else value)
+            trial.set_user_attr(key, int(value) if key in ("cycles", "pe_count", "onchip_kb")
+                                else value)
         if study.constraints.accuracy_budget_pct is not None:
             trial.set_constraint("accuracy_drop_over_budget",
                                  metrics["accuracy_drop"] - study.constraints.accuracy_budget_pct)
@@ -361,6 +418,13 @@ class Evaluator:
         if self._designs is not None:
             self._designs.setdefault(design, trial.number)
         return tuple(metrics[o] for o in study.objectives)
+
+    def _pe_gates(self, rows: int) -> int:
+        """Netlist cells of one PE: the characterised netlist's when there is one."""
+        char = self.inputs(rows).char if self.study.workload.dataset else None
+        if char is None or not getattr(char, "has_netlist", False):
+            return DEFAULT_PE_GATES
+        return int(char.netlist().n_gates)
 
     def _repeat_of(self, trial: Any, design: str) -> Any:
         """An earlier complete trial of this study with the same design, or None. The
