@@ -350,7 +350,10 @@ class BufferConfig:
 @dataclass(frozen=True, slots=True)
 class LayerTraffic:
     """Words moved for one inference of one layer: SRAM accesses by the array and DRAM
-    accesses by the buffers, counted as SCALE-Sim 3.0.0 counts them (docs/mapping.md)."""
+    accesses by the buffers, counted as SCALE-Sim 3.0.0 counts them (docs/mapping.md), or
+    with partial sums accumulated in the ofmap buffer (``psums="accumulate"``): then
+    ``sram_ofmap_reads`` are the read-modify-write reads and ``ofmap_final`` says the DRAM
+    ofmap words are finished outputs rather than partial sums."""
 
     layer: str
     sram_ifmap_reads: int
@@ -359,10 +362,13 @@ class LayerTraffic:
     dram_ifmap_reads: int
     dram_filter_reads: int
     dram_ofmap_writes: int
+    sram_ofmap_reads: int = 0
+    ofmap_final: bool = False
 
     def __post_init__(self) -> None:
         for name in ("sram_ifmap_reads", "sram_filter_reads", "sram_ofmap_writes",
-                     "dram_ifmap_reads", "dram_filter_reads", "dram_ofmap_writes"):
+                     "dram_ifmap_reads", "dram_filter_reads", "dram_ofmap_writes",
+                     "sram_ofmap_reads"):
             _non_negative_int("LayerTraffic", name, getattr(self, name))
 
 

@@ -176,3 +176,25 @@ def test_map_with_buffers_lists_the_counts(capsys):
         code, _, err = run(capsys, "map", str(SCALESIM / "conv3x3_64x64_56.csv"), "--array",
                            "32x32", "--buffers", bad)
         assert code == 2 and "buffers" in err and len(err.strip().splitlines()) == 1
+
+
+def test_partial_sums_accumulate_in_the_ofmap_buffer_when_a_tile_fits():
+    layer = LayerSpec("c", "conv", 16, 32, kernel=(3, 3), input_hw=(10, 10), output_hw=(8, 8))
+    array = ArrayConfig(16, 16)  # K = 144: 9 row folds; a column fold's tile 64 x 16 psums
+    scalesim = access_counts(layer, array, BufferConfig(64, 64, 64))
+    kept = access_counts(layer, array, BufferConfig(64, 64, 64), psums="accumulate")
+    assert scalesim.dram_ofmap_writes >= scalesim.sram_ofmap_writes == 64 * 32 * 9
+    assert not scalesim.ofmap_final
+    assert (kept.dram_ofmap_writes, kept.sram_ofmap_reads, kept.ofmap_final) == (
+        64 * 32, 64 * 32 * 8, True)
+    assert kept.sram_ofmap_writes == scalesim.sram_ofmap_writes
+    assert kept.dram_ifmap_reads == scalesim.dram_ifmap_reads
+    # a tile over half the ofmap buffer (64 x 16 x 3 bytes > 1 kB) spills as SCALE-Sim counts
+    spilled = access_counts(layer, array, BufferConfig(64, 64, 2), psums="accumulate")
+    assert spilled == access_counts(layer, array, BufferConfig(64, 64, 2))
+    # one row fold or an output-stationary array: the sums are finished in the array
+    assert access_counts(layer, ArrayConfig(256, 16), psums="accumulate").ofmap_final
+    assert access_counts(layer, ArrayConfig(16, 16, "os"), psums="accumulate") == \
+        access_counts(layer, ArrayConfig(16, 16, "os"))
+    with pytest.raises(ValueError, match="psums = 'sometimes'"):
+        access_counts(layer, array, psums="sometimes")

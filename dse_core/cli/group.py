@@ -64,6 +64,12 @@ buffers_option = click.option(
     help="ifmap, filter and ofmap SRAM buffers in kB (one number: all three).")
 
 
+psums_option = click.option(
+    "--psums", type=click.Choice(("accumulate", "scalesim")), default="accumulate",
+    show_default=True, help="Partial sums: kept in the ofmap buffer when a tile fits, or all "
+    "written to DRAM as SCALE-Sim counts them.")
+
+
 def memory_options(command: Any) -> Any:
     """--buffers, --memory-model, -m KEY=VALUE, --clock-gating, --index-storage."""
     for option in reversed([
@@ -78,19 +84,21 @@ def memory_options(command: Any) -> Any:
                      help="Which idle PE cycles are clock-gated (docs/energy-model.md)."),
         click.option("--index-storage", is_flag=True,
                      help="Store a compressed layer's weights as codebook indices."),
+        psums_option,
     ]):
         command = option(command)
     return command
 
 
 def memory_setting(ctx: click.Context, buffers_text: str, memory_model: str,
-                   options: Sequence[str], index_storage: bool = False) -> Any:
+                   options: Sequence[str], index_storage: bool = False,
+                   psums: str = "accumulate") -> Any:
     from dse_core.mapping.system import MemorySetting
 
     buffers = BufferConfig.parse(buffers_text)
     model = instantiate(registry_of(ctx).get("memory_model", memory_model),
                         parse_options(options))
-    return MemorySetting(buffers, model, index_storage)
+    return MemorySetting(buffers, model, index_storage, psums)
 
 
 @click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -21,6 +21,7 @@ from dse_core.cli.group import (
     memory_options,
     memory_setting,
     parse_options,
+    psums_option,
     registry_of,
     resolve_mapping,
     show_progress,
@@ -91,13 +92,14 @@ def _map_total(mappings: Sequence[Any], array: ArrayConfig) -> dict[str, Any]:
 
 TRAFFIC_COLUMNS = ("sram_ifmap_reads", "sram_filter_reads", "sram_ofmap_writes",
                    "dram_ifmap_reads", "dram_filter_reads", "dram_ofmap_writes")
+MAP_TRAFFIC_COLUMNS = (*TRAFFIC_COLUMNS[:3], "sram_ofmap_reads", *TRAFFIC_COLUMNS[3:])
 
 
 def _with_traffic(rows: list[dict[str, Any]], total: dict[str, Any], traffic: Sequence[Any]
                   ) -> None:
     for row, t in zip(rows, traffic, strict=True):
-        row.update({c: getattr(t, c) for c in TRAFFIC_COLUMNS})
-    total.update({c: sum(getattr(t, c) for t in traffic) for c in TRAFFIC_COLUMNS})
+        row.update({c: getattr(t, c) for c in MAP_TRAFFIC_COLUMNS})
+    total.update({c: sum(getattr(t, c) for t in traffic) for c in MAP_TRAFFIC_COLUMNS})
 
 
 @click.command("map")
@@ -107,12 +109,14 @@ def _with_traffic(rows: list[dict[str, Any]], total: dict[str, Any], traffic: Se
 @click.option("--buffers", "buffers_text", metavar="I,F,O",
               help="Also count SRAM and DRAM words per layer with these ifmap, filter and "
               "ofmap buffers in kB, e.g. 64,64,64 (docs/mapping.md).")
+@psums_option
 @input_option
 @batch_option
 @format_option
 @click.pass_context
 def map_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
-            buffers_text: str | None, input_shape: str | None, batch: int, fmt: str) -> None:
+            buffers_text: str | None, psums: str, input_shape: str | None, batch: int,
+            fmt: str) -> None:
     """Per-layer folds, cycles and utilisation of WORKLOAD on an array, and the total; with
     --buffers, the words each layer moves between the array, its SRAM buffers and DRAM."""
     from dse_core.mapping.evaluate import map_network
@@ -127,11 +131,11 @@ def map_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
     if buffers is not None:
         from dse_core.mapping.traffic import access_counts
 
-        traffic = [access_counts(layer, array, buffers) for layer in layers]
+        traffic = [access_counts(layer, array, buffers, psums=psums) for layer in layers]
         _with_traffic(rows, total, traffic)
-        meta["buffers"] = str(buffers)
+        meta.update(buffers=str(buffers), psums=psums)
         if fmt == "table":  # the fold details are in the plain map; keep the table readable
-            keep = ["layer", "folds", "cycles", "util_pct", *TRAFFIC_COLUMNS]
+            keep = ["layer", "folds", "cycles", *MAP_TRAFFIC_COLUMNS]
             rows = [{c: r[c] for c in keep} for r in rows]
             total = {c: total[c] for c in keep if c in total}
     click.echo(render(rows, fmt, total=total, meta=meta))
@@ -170,8 +174,8 @@ def energy_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
                options: tuple[str, ...], dataset: str | None, checkpoint: str | None,
                epochs: int, calibration_images: int, stats_file: str | None, per_weight: bool,
                buffers_text: str, memory_model: str, memory_options: tuple[str, ...],
-               clock_gating: str, index_storage: bool, input_shape: str | None, batch: int,
-               fmt: str) -> None:
+               clock_gating: str, index_storage: bool, psums: str, input_shape: str | None,
+               batch: int, fmt: str) -> None:
     """Energy of one inference of WORKLOAD on an array and its memory, per layer and in
     total (pJ): MAC switching, the PE clock (as --clock-gating leaves it), the three SRAM
     buffers and DRAM. Every constant's source: docs/energy-model.md."""
@@ -179,7 +183,8 @@ def energy_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
 
     registry = registry_of(ctx)
     mapper, array = resolve_mapping(ctx, mapping, array_text, clock_gating)
-    memory = memory_setting(ctx, buffers_text, memory_model, memory_options, index_storage)
+    memory = memory_setting(ctx, buffers_text, memory_model, memory_options, index_storage,
+                            psums)
     opts = parse_options(options)
     if mac_pj is not None:
         opts["mac_pj"] = mac_pj
@@ -211,7 +216,8 @@ def energy_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
     rows, total = energy_rows(result.energy)
     meta: dict[str, Any] = {"workload": workload, "array": str(array), "mapping": mapping,
                             "energy_model": energy_model, **opts, "clock_gating": clock_gating,
-                            "buffers": str(memory.buffers), "memory_model": memory_model}
+                            "buffers": str(memory.buffers), "memory_model": memory_model,
+                            "psums": psums}
     if dataset:
         meta["dataset"] = dataset
     columns = TABLE_ENERGY_COLUMNS if fmt == "table" else None

@@ -370,7 +370,8 @@ def memory_setting(registry: Registry, memory: Any) -> Any:
     from dse_core.types import BufferConfig
 
     model = instantiate(registry.get("memory_model", memory.model), memory.options)
-    return MemorySetting(BufferConfig(*memory.buffers_kb), model, memory.index_storage)
+    return MemorySetting(BufferConfig(*memory.buffers_kb), model, memory.index_storage,
+                         memory.psums)
 
 
 def _plugins(registry: Registry, study: CompressStudy) -> tuple[Any, Any, dict[str, str]]:

@@ -56,6 +56,9 @@ class Memory(StudyModel):
                                   description="ifmap, filter, ofmap SRAM in kB")
     clock_gating: Literal["none", "idle", "idle_and_skew"] = "idle_and_skew"
     index_storage: bool = False
+    psums: Literal["accumulate", "scalesim"] = Field(
+        "accumulate", description="partial sums kept in the ofmap buffer when a tile fits, "
+        "or all written to DRAM as SCALE-Sim counts them")
 
     @field_validator("buffers_kb")
     @classmethod

@@ -1,12 +1,13 @@
 """The accelerator's energy: the PE array's (an energy model's :class:`LayerEnergy`) plus the
 memory traffic its mapping implies, priced by a memory model; and an area estimate.
 
-Word widths: an ifmap word is ``activation_bits`` wide, an ofmap word (a partial sum, since
-SCALE-Sim writes every row fold's sums out) ``psum_bits``, a filter word ``weight_bits`` or,
-with index storage, the ⌈log2 n⌉-bit index of the layer's n allowed codes (plus the n-entry
-codebook, read from DRAM once per layer). Every DRAM word read into a buffer is also written
-into it, and every ofmap word drained is also read from it; those buffer accesses are charged
-to the buffer beside the array's own.
+Word widths: an ifmap word is ``activation_bits`` wide, an ofmap buffer word (a partial
+sum) ``psum_bits``, an ofmap DRAM word ``psum_bits`` while it is a partial sum and
+``activation_bits`` once it is a finished output (requantised on its way out), a filter
+word ``weight_bits`` or, with index storage, the ⌈log2 n⌉-bit index of the layer's n
+allowed codes (plus the n-entry codebook, read from DRAM once per layer). Every DRAM word
+read into a buffer is also written into it, and every ofmap word drained or accumulated is
+also read from it; those buffer accesses are charged to the buffer beside the array's own.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class MemorySetting:
     buffers: BufferConfig
     model: MemoryModel
     index_storage: bool = False
+    psums: str = "accumulate"  # or "scalesim": traffic.access_counts
 
 
 def index_bits(n_levels: int | None, weight_bits: int) -> int:
@@ -59,7 +61,8 @@ def with_memory(energy: LayerEnergy, layer: LayerSpec, mapping: LayerMapping,
     filter_bits = (index_bits(n_levels, array.weight_bits) if memory.index_storage
                    else array.weight_bits)
     if traffic is None:
-        traffic = access_counts(layer, array, memory.buffers, filter_word_bits=filter_bits)
+        traffic = access_counts(layer, array, memory.buffers, filter_word_bits=filter_bits,
+                                psums=memory.psums)
     b, m = memory.buffers, memory.model
 
     def sram(buffer: str, kb: int, bits: int, write: bool) -> float:
@@ -69,6 +72,7 @@ def with_memory(energy: LayerEnergy, layer: LayerSpec, mapping: LayerMapping,
         return m.access_pj("dram", 0, bits, write)
 
     act, psum = array.activation_bits, array.psum_bits
+    out_bits = act if traffic.ofmap_final else psum  # finished outputs leave requantised
     codebook_bits = (n_levels * array.weight_bits
                      if memory.index_storage and filter_bits < array.weight_bits and n_levels
                      else 0)
@@ -79,11 +83,12 @@ def with_memory(energy: LayerEnergy, layer: LayerSpec, mapping: LayerMapping,
                                                            False)
         + traffic.dram_filter_reads * sram("filter", b.filter_kb, filter_bits, True),
         "sram_ofmap_pj": traffic.sram_ofmap_writes * sram("ofmap", b.ofmap_kb, psum, True)
-        + traffic.dram_ofmap_writes * sram("ofmap", b.ofmap_kb, psum, False),
+        + (traffic.sram_ofmap_reads + traffic.dram_ofmap_writes)
+        * sram("ofmap", b.ofmap_kb, psum, False),
         "dram_pj": traffic.dram_ifmap_reads * dram(act, False)
         + traffic.dram_filter_reads * dram(filter_bits, False)
         + layer.groups * codebook_bits * dram(1, False)
-        + traffic.dram_ofmap_writes * dram(psum, True),
+        + traffic.dram_ofmap_writes * dram(out_bits, True),
     }
     return dataclasses.replace(energy, **terms), traffic  # type: ignore[arg-type]
 

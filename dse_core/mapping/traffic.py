@@ -21,6 +21,7 @@ Results are cached in memory and on disk (they depend on the geometry only).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from dse_core.mapping.buffer_replay import (
 )
 from dse_core.types import ArrayConfig, BufferConfig, LayerSpec, LayerTraffic
 
-__all__ = ["sram_counts", "access_counts", "TRAFFIC_VERSION"]
+__all__ = ["sram_counts", "access_counts", "compare_access", "TRAFFIC_VERSION", "PSUM_POLICIES"]
 
 #: bump when the counting changes, so cached counts are recomputed
 TRAFFIC_VERSION = "traffic/1"
@@ -236,21 +237,58 @@ def _counts(g: _Geometry, rows: int, cols: int, dataflow: str, words: tuple[int,
 _DEFAULT_BUFFERS = BufferConfig()
 
 
+PSUM_POLICIES = ("scalesim", "accumulate")
+
+
+def _accumulated(layer: LayerSpec, array: ArrayConfig, buffers: BufferConfig,
+                 counts: LayerTraffic) -> LayerTraffic:
+    """Partial sums kept in the ofmap buffer across row folds when one column fold's output
+    tile fits in its active half (the other half drains the previous tile): each row fold
+    after the first reads the tile back (read-modify-write) and only finished outputs go to
+    DRAM. A tile that does not fit spills as SCALE-Sim counts it. Output-stationary arrays
+    finish their sums inside the PEs, so nothing changes for them."""
+    m, k, n = layer.gemm_m, layer.gemm_k, layer.gemm_n
+    row_folds = -(-k // array.rows)
+    if array.dataflow == "os":
+        return dataclasses.replace(counts, ofmap_final=True)
+    if row_folds == 1:
+        return dataclasses.replace(counts, ofmap_final=True)
+    streamed, lanes = (m, n) if array.dataflow == "ws" else (n, m)
+    tile_bytes = streamed * min(lanes, array.cols) * -(-array.psum_bits // 8)
+    if tile_bytes > buffers.ofmap_kb * 1024 // 2:
+        return counts
+    outputs = layer.groups * m * n
+    return dataclasses.replace(counts, sram_ofmap_reads=outputs * (row_folds - 1),
+                               dram_ofmap_writes=outputs, ofmap_final=True)
+
+
 def access_counts(layer: LayerSpec, array: ArrayConfig,
                   buffers: BufferConfig = _DEFAULT_BUFFERS, *,
-                  filter_word_bits: int = 8) -> LayerTraffic:
+                  filter_word_bits: int = 8, psums: str = "scalesim") -> LayerTraffic:
     """SRAM and DRAM words of one inference of ``layer`` (all groups: SCALE-Sim runs each
     group of a depthwise layer as its own layer, buffers starting empty).
 
     A buffer of B bytes holds B words, as in SCALE-Sim (one-byte words); a filter buffer of
-    ``filter_word_bits``-bit codebook indices holds 8 / bits as many."""
+    ``filter_word_bits``-bit codebook indices holds 8 / bits as many. ``psums``:
+    ``"scalesim"`` (every row fold's partial sums to DRAM, as SCALE-Sim counts) or
+    ``"accumulate"`` (:func:`_accumulated`)."""
     sram = sram_counts(layer, array)
     per_group = tuple(c // layer.groups for c in sram)
     g = _Geometry.of(layer)
     words = (buffers.ifmap_kb * 1024, buffers.filter_kb * 1024 * 8 // min(filter_word_bits, 8),
              buffers.ofmap_kb * 1024)
     dram = _counts(g, array.rows, array.cols, array.dataflow, words, per_group)
-    return LayerTraffic(layer.name, *sram, *(layer.groups * d for d in dram))
+    g_ = layer.groups
+    counts = LayerTraffic(layer.name, sram_ifmap_reads=sram[0], sram_filter_reads=sram[1],
+                          sram_ofmap_writes=sram[2], dram_ifmap_reads=g_ * dram[0],
+                          dram_filter_reads=g_ * dram[1], dram_ofmap_writes=g_ * dram[2],
+                          ofmap_final=-(-layer.gemm_k // array.rows) == 1
+                          or array.dataflow == "os")
+    if psums == "accumulate":
+        return _accumulated(layer, array, buffers, counts)
+    if psums != "scalesim":
+        raise ValueError(f"psums = {psums!r}: expected one of {PSUM_POLICIES}")
+    return counts
 
 
 

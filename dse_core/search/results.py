@@ -34,7 +34,8 @@ _METRICS = ("energy_pj", "mac_energy_pj", "array_energy_pj", "memory_energy_pj",
 #: whose energies are the PE array's alone
 MEMORY_ENERGY_COLUMNS = ("sram_ifmap_pj", "sram_filter_pj", "sram_ofmap_pj", "dram_pj")
 TRAFFIC_COLUMNS = ("sram_ifmap_reads", "sram_filter_reads", "sram_ofmap_writes",
-                   "dram_ifmap_reads", "dram_filter_reads", "dram_ofmap_writes")
+                   "sram_ofmap_reads", "dram_ifmap_reads", "dram_filter_reads",
+                   "dram_ofmap_writes")
 
 
 def safe_url(url: str) -> str:

@@ -299,7 +299,7 @@ class Evaluator:
             index = bool(self.study.space.index_storage[0])
         else:
             index = m.index_storage
-        return MemorySetting(BufferConfig(*sizes), self.memory_model, index)
+        return MemorySetting(BufferConfig(*sizes), self.memory_model, index, m.psums)
 
     def suggest(self, trial: Any) -> tuple[ArrayConfig, str, dict[str, Any]]:
         """The array, the mapping's parameter value, and the scheduler's knob values."""
