@@ -241,10 +241,14 @@ def show_cmd(name: str, trial: int, storage: str, codes: bool, fmt: str) -> None
             allowed = json.loads(r["allowed"])
             row["allowed_codes"] = (f"all {len(allowed)} ({allowed[0]}..{allowed[-1]})"
                                     if len(allowed) >= 255 else " ".join(map(str, allowed)))
+        row["pe_clock_pj"] = sum(r[k] or 0.0 for k in ("clock_pj", "idle_pj", "fill_drain_pj",
+                                                        "weight_load_pj"))
         layers.append(row)
-    total = {"layer": "total", **{k: sum(r[k] for r in layers) for k in (
-        "cycles", "mac_switching_pj", "clock_pj", "idle_pj", "fill_drain_pj",
-        "weight_load_pj", "total_pj")}} if layers else None
+    summed = ("cycles", "mac_switching_pj", "clock_pj", "idle_pj", "fill_drain_pj",
+              "weight_load_pj", "pe_clock_pj", "sram_ifmap_pj", "sram_filter_pj",
+              "sram_ofmap_pj", "dram_pj", "total_pj")
+    total = {"layer": "total", **{k: sum(r[k] for r in layers if r.get(k) is not None)
+                                  for k in summed}} if layers else None
     from dse_core.search.results import ResultsDB
 
     prov = ResultsDB(storage, create=False).provenance(name)
@@ -253,8 +257,11 @@ def show_cmd(name: str, trial: int, storage: str, codes: bool, fmt: str) -> None
         return
     if summary.get("error"):  # a failed trial has no layers: say why, not blank lines
         click.echo(f"trial {trial} failed: {summary['error']}")
-    else:
-        click.echo(render(layers, fmt, total=total, meta=summary))
+    else:  # the clock as one column; json and csv carry every term and the word counts
+        columns = ["layer", "cycles", "util_pct", "n_levels", "mac_switching_pj",
+                   "pe_clock_pj", "sram_ifmap_pj", "sram_filter_pj", "sram_ofmap_pj",
+                   "dram_pj", "total_pj"] + (["allowed_codes"] if codes else [])
+        click.echo(render(layers, fmt, columns=columns, total=total, meta=summary))
     for line in _provenance_lines(prov):
         click.echo(line)
 
