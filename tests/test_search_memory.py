@@ -46,9 +46,8 @@ def test_buffer_sizes_are_searched_and_budgeted(tmp_path):
     code, _, err = _dse("run", str(_write(tmp_path, STUDY)), "--storage", storage)
     assert code == 0, err
     study = _load(storage, "mem")
-    from dse_core.search.results import ResultsDB
-
     from dse_core import ArrayConfig, get_registry, instantiate
+    from dse_core.search.results import ResultsDB
     from dse_core.workloads.scalesim import read_topology
 
     mapper = instantiate(get_registry().get("mapping", "ws_tile"))
