@@ -9,10 +9,10 @@ from dse_core.host.registry import build_registry
 from dse_core.mapping.system import MemorySetting, area_mm2, index_bits, with_memory
 from dse_core.mapping.traffic import access_counts
 
-from .conftest import ROOT
+from .conftest import DATA
 from .test_cli import run
 
-ZIGZAG = ROOT.parent / "shared" / "peers" / "zigzag" / "inputs" / "hardware"
+ZIGZAG = DATA / "zigzag"
 LAYER = LayerSpec("c", "conv", 16, 32, kernel=(3, 3), input_hw=(20, 20), output_hw=(18, 18))
 
 
@@ -91,7 +91,6 @@ def test_bad_table_on_the_command_line_writes_nothing(capsys, tmp_path, monkeypa
     assert code == 2 and "not a text file" in err
 
 
-@pytest.mark.skipif(not ZIGZAG.exists(), reason="the shared ZigZag inputs are not here")
 def test_zigzag_hardware_file():
     m = _model("zigzag", file=str(ZIGZAG / "tpu_like.yaml"))
     assert m.chosen == {"dram": "dram", "ifmap": "sram_2MB", "filter": "sram_2MB",

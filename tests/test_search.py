@@ -113,7 +113,7 @@ def test_energy_only_search_records_queries_and_continues(storage, tmp_path):
     study = _load(storage, "energy")
     assert _states(study) == {"COMPLETE": 15}
     from dse_core import ArrayConfig, get_registry, instantiate
-    from dse_core.search.results import ResultsDB
+    from dse_core.search.results import ResultsDB, _row
     from dse_core.workloads.scalesim import read_topology
 
     registry = get_registry()
@@ -124,7 +124,9 @@ def test_energy_only_search_records_queries_and_continues(storage, tmp_path):
         assert len(layers) == 21  # SCALE-Sim's ResNet-18 topology
         assert sum(r["total_pj"] for r in layers) == pytest.approx(trial.values[0])
         assert sum(r["cycles"] for r in layers) == trial.values[1] == trial.user_attrs["cycles"]
-        assert trial.user_attrs["pe_count"] == trial.params["rows"] * trial.params["cols"]
+        row = _row(trial)  # pe_count, edp and array_energy_pj are derived when read
+        assert row["pe_count"] == trial.params["rows"] * trial.params["cols"]
+        assert row["edp"] == pytest.approx(trial.values[0] * trial.values[1])
         # constant model: pe_cycle_pj charges every PE-cycle the default clock gating
         # (idle_and_skew) leaves: the active PEs of each fold while they stream and preload
         array = ArrayConfig(trial.params["rows"], trial.params["cols"],
@@ -142,8 +144,9 @@ def test_energy_only_search_records_queries_and_continues(storage, tmp_path):
         for r in layers:
             assert r["total_pj"] == pytest.approx(sum(r[k] for k in parts))
             assert r["dram_pj"] > 0 and r["dram_filter_reads"] > 0
-        assert trial.user_attrs["memory_energy_pj"] + trial.user_attrs["array_energy_pj"] == \
+        assert trial.user_attrs["memory_energy_pj"] + row["array_energy_pj"] == \
             pytest.approx(trial.values[0])
+        assert "pe_count" not in trial.user_attrs and "edp" not in trial.user_attrs
     # running again continues the same study: nothing redone
     code, out2, err = _dse("run", str(path), "--storage", storage)
     assert code == 0, err and _states(_load(storage, "energy")) == {"COMPLETE": 15}

@@ -98,3 +98,24 @@ def test_bad_memory_settings_are_refused_before_anything_is_written(tmp_path, ed
                         f"sqlite:///{storage}")
     assert code == 2 and message in err and "\n" not in err.strip()
     assert not storage.exists()
+
+
+def test_a_study_recorded_before_system_energy_is_not_continued(tmp_path):
+    """Its energy_pj is the array's alone: new trials priced with memory would not compare."""
+    import json
+
+    import sqlalchemy as sa
+
+    storage = f"sqlite:///{tmp_path / 'r.db'}"
+    path = _write(tmp_path, STUDY)
+    assert _dse("run", str(path), "--storage", storage, "--set", "n_trials=1")[0] == 0
+    from dse_core.search.results import ResultsDB
+
+    db = ResultsDB(storage, create=False)
+    spec = db.study_spec("mem")
+    del spec["memory"]
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE dse_studies SET spec_json = :s"), {"s": json.dumps(spec)})
+    code, _, err = _dse("run", str(path), "--storage", storage)
+    assert code == 2 and "recorded before system energy" in err
+    assert _dse("pareto", "mem", "--storage", storage)[0] == 0  # still readable

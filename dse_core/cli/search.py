@@ -37,6 +37,11 @@ def _prepare(ctx: click.Context, study: Any) -> Any:
     db = ResultsDB(study.storage)
     spec = study.model_dump(mode="json", exclude={"storage", "n_trials"})
     existing = db.study_spec(study.name)
+    if existing is not None and "memory" not in existing:
+        raise DseError(f"study {study.name!r} was recorded before system energy (its "
+                       "energy_pj is the PE array's alone, docs/energy-model.md §9); its "
+                       "results stay readable, but new trials would not compare: give the "
+                       "study a new name")
     if existing is not None and existing != spec:
         changed = sorted(k for k in set(spec) | set(existing) if spec.get(k) != existing.get(k))
         raise DseError(f"study {study.name!r} already exists in this database with a different "

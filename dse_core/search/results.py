@@ -30,6 +30,9 @@ SCHEMA_VERSION = 2
 _METRICS = ("energy_pj", "mac_energy_pj", "array_energy_pj", "memory_energy_pj", "accuracy",
             "accuracy_drop", "val_accuracy", "val_accuracy_drop", "cycles", "pe_count", "edp",
             "onchip_kb", "area_mm2")
+#: metrics a trial does not store (each stored attribute is one more write per trial), derived
+#: from its parameters and stored metrics when read
+DERIVED_METRICS = ("pe_count", "array_energy_pj", "edp")
 #: per-layer columns schema version 2 added (memory terms and traffic); NULL in version-1 rows,
 #: whose energies are the PE array's alone
 MEMORY_ENERGY_COLUMNS = ("sram_ifmap_pj", "sram_filter_pj", "sram_ofmap_pj", "dram_pj")
@@ -384,7 +387,15 @@ def load_study(url: str, name: str) -> Any:
 def _row(trial: Any) -> dict[str, Any]:
     row: dict[str, Any] = {"trial": trial.number, "state": trial.state.name.lower()}
     row.update({k: v for k, v in trial.params.items()})
-    row.update({k: trial.user_attrs[k] for k in _METRICS if k in trial.user_attrs})
+    attrs = dict(trial.user_attrs)
+    if "rows" in trial.params and "cols" in trial.params:
+        attrs.setdefault("pe_count", int(trial.params["rows"]) * int(trial.params["cols"]))
+    if "energy_pj" in attrs:
+        if "memory_energy_pj" in attrs:
+            attrs.setdefault("array_energy_pj", attrs["energy_pj"] - attrs["memory_energy_pj"])
+        if "cycles" in attrs:
+            attrs.setdefault("edp", attrs["energy_pj"] * attrs["cycles"])
+    row.update({k: attrs[k] for k in _METRICS if k in attrs})
     if trial.user_attrs.get("error"):
         row["error"] = trial.user_attrs["error"]
     constraints = trial.constraints

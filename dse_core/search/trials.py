@@ -28,6 +28,7 @@ from dse_core.host.registry import Registry, instantiate
 from dse_core.mapping.evaluate import charge_layer
 from dse_core.search.report import design_key
 from dse_core.search.results import (
+    DERIVED_METRICS,
     MEMORY_ENERGY_COLUMNS,
     TRAFFIC_COLUMNS,
     ResultsDB,
@@ -329,24 +330,24 @@ class Evaluator:
         study = self.study
         array, choice, knob_values = self.suggest(trial)
         mapper = self.mappings[choice][0]
-        trial.set_user_attr("pe_count", array.pe_count)
         limit = study.constraints.max_pe_count
         if limit is not None and array.pe_count > limit:  # hard budget: never evaluated
+            trial.set_user_attr("pe_count", array.pe_count)
             trial.set_user_attr("rejected", f"pe_count {array.pe_count} > {limit}")
             raise optuna.TrialPruned(f"pe_count {array.pe_count} > max_pe_count {limit}")
         memory = self.suggest_memory(trial)
         onchip_kb = memory.buffers.total_kb
-        trial.set_user_attr("onchip_kb", onchip_kb)
         budget_kb = study.constraints.max_onchip_kb
         if budget_kb is not None and onchip_kb > budget_kb:
+            trial.set_user_attr("onchip_kb", onchip_kb)
             trial.set_user_attr("rejected", f"onchip_kb {onchip_kb} > {budget_kb}")
             raise optuna.TrialPruned(f"onchip_kb {onchip_kb} > max_onchip_kb {budget_kb}")
         from dse_core.mapping.system import area_mm2, with_memory
 
         area = area_mm2(array, memory.buffers, self._pe_gates(array.rows))
-        trial.set_user_attr("area_mm2", area)
         max_area = study.constraints.max_area_mm2
         if max_area is not None and area > max_area:
+            trial.set_user_attr("area_mm2", area)
             trial.set_user_attr("rejected", f"area_mm2 {area:.4g} > {max_area}")
             raise optuna.TrialPruned(f"area_mm2 {area:.4g} > max_area_mm2 {max_area}")
         metrics: dict[str, float] = {"pe_count": float(array.pe_count),
@@ -408,9 +409,10 @@ class Evaluator:
         metrics.update(energy_pj=energy_pj, mac_energy_pj=mac_pj, array_energy_pj=array_pj,
                        memory_energy_pj=memory_pj, cycles=float(cycles),
                        edp=energy_pj * cycles)
-        for key, value in metrics.items():
-            trial.set_user_attr(key, int(value) if key in ("cycles", "pe_count", "onchip_kb")
-                                else value)
+        for key, value in metrics.items():  # one storage write each: derived ones are not
+            if key not in DERIVED_METRICS:       # stored (results.trial_rows derives them)
+                trial.set_user_attr(key, int(value) if key in ("cycles", "onchip_kb")
+                                    else value)
         if study.constraints.accuracy_budget_pct is not None:
             trial.set_constraint("accuracy_drop_over_budget",
                                  metrics["accuracy_drop"] - study.constraints.accuracy_budget_pct)
