@@ -75,9 +75,19 @@ def _warn_on_other_versions(db: Any, name: str, prov: dict[str, Any]) -> None:
 def _print_front(study_name: str, storage: str, fmt: str, where: str | None = None) -> None:
     from dse_core.search.results import load_study, pareto_rows
 
+    study = load_study(storage, study_name)
     rows = [{k: v for k, v in r.items() if k != "state"}  # all complete
-            for r in pareto_rows(load_study(storage, study_name), where)]
+            for r in pareto_rows(study, where)]
+    if fmt == "table":  # a terminal's width: derived and secondary metrics only in csv/json
+        hidden = set(TABLE_HIDDEN_METRICS) - set(study.metric_names or [])
+        rows = [{k: v for k, v in r.items() if k not in hidden} for r in rows]
     click.echo(render(rows, fmt, meta={"study": study_name, "pareto_front": len(rows)}))
+
+
+#: metrics `dse pareto` leaves out of its table unless they are objectives (csv and json
+#: carry every one)
+TABLE_HIDDEN_METRICS = ("accuracy", "val_accuracy", "pe_count", "edp", "array_energy_pj",
+                        "area_mm2")
 
 
 @click.command("run")

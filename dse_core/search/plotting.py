@@ -19,7 +19,11 @@ __all__ = ["plot_study", "PlotData", "plot_data", "AXIS_LABELS"]
 
 #: objective -> (axis label with its unit, scale from the stored unit)
 AXIS_LABELS: dict[str, tuple[str, float]] = {
-    "energy_pj": ("energy (µJ)", 1e-6), "mac_energy_pj": ("MAC switching energy (µJ)", 1e-6),
+    "energy_pj": ("system energy (µJ)", 1e-6),
+    "mac_energy_pj": ("MAC switching energy (µJ)", 1e-6),
+    "array_energy_pj": ("PE array energy (µJ)", 1e-6),
+    "memory_energy_pj": ("memory energy (µJ)", 1e-6),
+    "onchip_kb": ("on-chip buffers (kB)", 1.0), "area_mm2": ("area (mm²)", 1.0),
     "accuracy": ("accuracy (%)", 1.0), "accuracy_drop": ("accuracy drop (points)", 1.0),
     "cycles": ("latency (cycles)", 1.0), "pe_count": ("PEs", 1.0),
     "edp": ("energy-delay product (µJ·cycles)", 1e-6),
@@ -201,8 +205,20 @@ def _write_png(data: PlotData, output: Path) -> None:
     else:
         ax.scatter(fx, fy, s=46, color="tab:blue", edgecolors="black", linewidths=0.6,
                    zorder=3, label=label)
+    # designs at (nearly) the same point share one label, "64x64, 64x128", not two on top
+    # of each other
+    groups: dict[tuple[float, float], list[str]] = {}
+    span_x = (max(fx) - min(fx)) or 1.0
+    span_y = (max(fy) - min(fy)) or 1.0
     for d, x, y in zip(front, fx, fy, strict=True):
-        ax.annotate(d.label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        key = next((k for k in groups if abs(k[0] - x) < 0.02 * span_x
+                    and abs(k[1] - y) < 0.02 * span_y), (x, y))
+        groups.setdefault(key, [])
+        if d.label not in groups[key]:
+            groups[key].append(d.label)
+    for (x, y), labels in groups.items():
+        ax.annotate(", ".join(labels), (x, y), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
     ax.set_title(data.title(), fontsize=10)
@@ -211,7 +227,7 @@ def _write_png(data: PlotData, output: Path) -> None:
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2,
               frameon=False)
     fig.tight_layout()
-    fig.savefig(output, dpi=120)
+    fig.savefig(output, dpi=120, bbox_inches="tight")  # the legend below the axes, whole
     plt.close(fig)
 
 

@@ -20,6 +20,7 @@ PACKAGES = ("systolic-dse", "optuna", "torch", "torchvision", "numpy", "sqlalche
 def _plugins_used(study: SearchStudy) -> list[tuple[str, str]]:
     kinds = [("mapping", name) for name in study.space.mapping_choices().values()]
     kinds.append(("energy_model", study.energy.model))
+    kinds.append(("memory_model", study.memory.model))
     w = study.workload
     if w.model:
         kinds.append(("model", w.model.split(":")[0]))
