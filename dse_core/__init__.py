@@ -8,7 +8,13 @@ from dse_core.compression.selection import (
     SelectionRequest,
     WeightSelector,
 )
-from dse_core.errors import DseError, PluginConflictError, UnknownPluginError, ValidationError
+from dse_core.errors import (
+    DseError,
+    PluginConflictError,
+    UnknownPluginError,
+    ValidationError,
+    read_user_text,
+)
 from dse_core.host.contracts import ArrayMapping, EnergyModel, MemoryModel
 from dse_core.host.hookspecs import hookimpl
 from dse_core.host.registry import (
@@ -88,4 +94,5 @@ __all__ = [
     "layers_from_module",
     "load_workload",
     "map_network",
+    "read_user_text",
 ]

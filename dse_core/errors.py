@@ -4,8 +4,10 @@ line and exits with status 2. Anything else is a bug and keeps its traceback."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
-__all__ = ["DseError", "ValidationError", "UnknownPluginError", "PluginConflictError"]
+__all__ = ["DseError", "ValidationError", "UnknownPluginError", "PluginConflictError",
+           "read_user_text"]
 
 
 class DseError(Exception):
@@ -36,3 +38,20 @@ class UnknownPluginError(DseError, LookupError):
 
 class PluginConflictError(DseError):
     """Two plugins registered the same name for the same kind."""
+
+
+def read_user_text(path: str | Path, what: str = "file") -> str:
+    """A file the user named, as UTF-8 text (a byte-order mark is dropped). Every way it can
+    fail is one :class:`DseError` naming the file: missing, unreadable, a folder, not text."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError as exc:
+        raise DseError(f"{path}: no such {what}") from exc
+    except IsADirectoryError as exc:
+        raise DseError(f"{path}: is a folder: expected a {what}") from exc
+    except OSError as exc:
+        raise DseError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise DseError(f"{path}: not a text file ({exc.reason} at byte {exc.start}): "
+                       f"expected a UTF-8 {what}") from exc

@@ -203,7 +203,8 @@ class ArrayConfig:
     def parse(cls, text: str, dataflow: Dataflow = "ws") -> ArrayConfig:
         """Parse ``"64x64"`` (rows x cols)."""
         parts = text.lower().replace("×", "x").split("x")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        if len(parts) != 2 or not all(p.strip().isascii() and p.strip().isdecimal()
+                                      for p in parts):
             raise ValidationError(f"array = {text!r}: expected ROWSxCOLS, e.g. 64x64")
         return cls(rows=int(parts[0]), cols=int(parts[1]), dataflow=dataflow)
 

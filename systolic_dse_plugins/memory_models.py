@@ -20,7 +20,7 @@ from bisect import bisect_left
 from pathlib import Path
 from typing import Any
 
-from dse_core import DseError, MemoryModelPlugin, hookimpl
+from dse_core import DseError, MemoryModelPlugin, hookimpl, read_user_text
 
 #: (size in bytes, pJ per 64-bit read): Horowitz, ISSCC 2014, 45 nm
 HOROWITZ_SRAM_64BIT_READ_PJ = ((8 * 1024, 10.0), (32 * 1024, 20.0), (1024 * 1024, 100.0))
@@ -64,11 +64,7 @@ class TableMemory:
     def __init__(self, file: str) -> None:
         path = Path(file)
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise DseError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-        except UnicodeDecodeError as exc:
-            raise DseError(f"{path}: not a text file ({exc.reason})") from exc
+            data = tomllib.loads(read_user_text(path, "memory table (TOML)"))
         except tomllib.TOMLDecodeError as exc:
             raise DseError(f"{path}: not TOML: {exc}") from exc
         owner = str(path)
@@ -122,11 +118,7 @@ class ZigZagMemory:
 
         path = Path(file)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise DseError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-        except UnicodeDecodeError as exc:
-            raise DseError(f"{path}: not a text file ({exc.reason})") from exc
+            data = yaml.safe_load(read_user_text(path, "ZigZag hardware file (YAML)"))
         except yaml.YAMLError as exc:
             raise DseError(f"{path}: not YAML: {str(exc).splitlines()[0]}") from exc
         memories = data.get("memories") if isinstance(data, dict) else None

@@ -12,7 +12,7 @@ def test_public_api_is_pinned():
         "PluginConflictError", "PluginRecord", "Registry", "SchedulerPlugin", "SelectionRequest",
         "SelectorPlugin", "UnknownPluginError", "ValidationError", "WeightSelector",
         "__version__", "build_registry", "evaluate_network", "get_registry", "hookimpl",
-        "instantiate", "layers_from_module", "load_workload", "map_network",
+        "instantiate", "layers_from_module", "load_workload", "map_network", "read_user_text",
     ])
     for name in dse_core.__all__:
         assert hasattr(dse_core, name), name

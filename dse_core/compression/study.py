@@ -16,13 +16,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from dse_core.errors import DseError
+from dse_core.errors import DseError, read_user_text
 
 __all__ = ["CompressStudy", "load_study", "apply_overrides", "StudyModel", "Memory"]
 
 
 class StudyModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are not numbers a study can mean: refused at validation, never at run time
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Workload(StudyModel):
@@ -91,7 +92,7 @@ class Training(StudyModel):
 
 class CompressStudy(StudyModel):
     name: str = ""
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**31, description="random seed (0 .. 2^31 - 1)")
     workload: Workload
     array: Array = Array()
     energy: Energy = Energy()
@@ -147,10 +148,9 @@ def format_pydantic_error(source: str, exc: PydanticValidationError) -> str:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    text = read_user_text(path, "study file")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise DseError(f"{path}: no such study file") from exc
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise DseError(f"{path}: not valid TOML: {exc}") from exc
 

@@ -165,7 +165,7 @@ class Scaling(StudyModel):
 
 class SearchStudy(StudyModel):
     name: str = ""
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**31, description="random seed (0 .. 2^31 - 1)")
     n_trials: int = Field(50, ge=1)
     storage: str = Field("", description="SQLAlchemy URL; default: SQLite file beside the "
                          "study file")

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from dse_core.cache import atomic_write, cache_dir, content_hash
-from dse_core.errors import DseError, ValidationError
+from dse_core.errors import DseError, ValidationError, read_user_text
 from dse_core.switching.gates import Netlist
 
 __all__ = ["MacCharacterization", "CharacterizationCache", "Technology", "register_pj",
@@ -255,10 +255,7 @@ def read_table_file(path: str | Path, *, psum_bits: int, msb_bits: int, clock_pj
     one row for every weight code (-128..127) x activation Hamming distance (0..8) x psum group
     (0..msb_bits). e(w, a→a', g) = energy_pj[w, HD(a, a'), g]."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise DseError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    text = read_user_text(path, "power table (CSV)")
     reader = csv.DictReader(text.splitlines())
     columns = [c.strip() for c in (reader.fieldnames or [])]
     unknown = [c for c in columns if c not in TABLE_COLUMNS]

@@ -109,7 +109,8 @@ def _same_padding(mod: Any) -> tuple[int, int]:
 def parse_input_shape(text: str) -> tuple[int, int, int]:
     """``"3x224x224"`` -> (3, 224, 224)."""
     parts = text.lower().replace("×", "x").split("x")
-    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+    if len(parts) != 3 or not all(p.strip().isascii() and p.strip().isdecimal() and int(p) > 0
+                                  for p in parts):
         raise ValidationError(f"input = {text!r}: expected CxHxW with positive integers, "
                               "e.g. 3x32x32")
     c, h, w = (int(p) for p in parts)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dse_core.errors import DseError
+from dse_core.errors import DseError, read_user_text
 from dse_core.types import DATAFLOWS, ArrayConfig, BufferConfig, LayerMapping, LayerSpec
 
 __all__ = [
@@ -42,12 +42,7 @@ _GEMM_FIELDS = ("Layer", "M", "N", "K")
 
 def _rows(path: Path) -> list[tuple[int, list[str]]]:
     """(line number, stripped fields) of every non-blank row, trailing empty fields removed."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise DseError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    except UnicodeDecodeError as exc:
-        raise DseError(f"{path}: not a text file ({exc.reason})") from exc
+    text = read_user_text(path, "CSV file")
     first = next((line for line in text.splitlines() if line.strip()), "")
     delimiter = "," if "," in first or "\t" not in first else "\t"
     out = []
@@ -132,17 +127,20 @@ def read_topology(path: str | Path, *, batch: int = 1) -> list[LayerSpec]:
     return layers
 
 
+def _config_parser(path: Path) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser()
+    try:
+        parser.read_string(read_user_text(path, "SCALE-Sim config"), source=str(path))
+    except configparser.Error as exc:
+        message = getattr(exc, "message", str(exc)).splitlines()[0]
+        raise DseError(f"{path}: not a SCALE-Sim config: {message}") from exc
+    return parser
+
+
 def read_config(path: str | Path) -> tuple[ArrayConfig, str]:
     """Array of a SCALE-Sim ``.cfg`` file and its run name."""
     path = Path(path)
-    parser = configparser.ConfigParser()
-    try:
-        with path.open(encoding="utf-8") as handle:
-            parser.read_file(handle)
-    except OSError as exc:
-        raise DseError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    except configparser.Error as exc:
-        raise DseError(f"{path}: not a SCALE-Sim config: {exc.message}") from exc
+    parser = _config_parser(path)
     section = "architecture_presets"
     if not parser.has_section(section):
         raise DseError(f"{path}: section [{section}] is missing")
@@ -151,7 +149,7 @@ def read_config(path: str | Path) -> tuple[ArrayConfig, str]:
         raw = parser.get(section, key, fallback=None)
         if raw is None:
             raise DseError(f"{path}: [{section}] {key} is missing")
-        if not raw.strip().isdigit() or int(raw) < 1:
+        if not (raw.strip().isascii() and raw.strip().isdecimal()) or int(raw) < 1:
             raise DseError(f"{path}: [{section}] {key} = {raw.strip()!r}: expected a positive "
                            "integer")
         values[key] = int(raw)
@@ -249,14 +247,7 @@ def read_buffers(path: str | Path) -> BufferConfig:
     """The three SRAM sizes of a SCALE-Sim ``.cfg``; only its ``CALC`` bandwidth mode (the
     default, what its reports of DRAM traffic assume stall-free) is reproduced."""
     path = Path(path)
-    parser = configparser.ConfigParser()
-    try:
-        with path.open(encoding="utf-8") as handle:
-            parser.read_file(handle)
-    except OSError as exc:
-        raise DseError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    except (configparser.Error, UnicodeDecodeError) as exc:
-        raise DseError(f"{path}: not a SCALE-Sim config: {exc}") from exc
+    parser = _config_parser(path)
     section = "architecture_presets"
     sizes = []
     for key in ("IfmapSramSzkB", "FilterSramSzkB", "OfmapSramSzkB"):
