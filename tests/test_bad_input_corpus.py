@@ -89,3 +89,29 @@ def test_cfg_digits_int_rejects(sandbox):
     result = _dse(sandbox, "scalesim", "topo.csv", "--config", "scale.cfg")
     assert result.returncode == 2 and "ArrayHeight = '²'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["text file", "another application's SQLite"])
+@pytest.mark.parametrize("command", [["run", "quick.toml"], ["studies"], ["pareto", "quick"],
+                                     ["export", "quick"]])
+def test_storage_that_is_not_ours_is_refused_unchanged(sandbox, kind, command):
+    """Class 5: nothing, not even a WAL pragma, is written to a database we did not make."""
+    import hashlib
+    import sqlite3
+
+    db = sandbox / "other.db"
+    if kind == "text file":
+        db.write_text("a text file, not a database\n")
+        message = "cannot open it as a database (file is not a database)"
+    else:
+        with sqlite3.connect(db) as conn:
+            conn.execute("CREATE TABLE studies (id INTEGER, name TEXT)")
+            conn.execute("INSERT INTO studies VALUES (1, 'theirs')")
+        conn.close()
+        message = "a database of another application (tables studies)"
+    digest = hashlib.sha256(db.read_bytes()).hexdigest()
+    result = _dse(sandbox, *command, "--storage", f"sqlite:///{db}")
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
+    assert sorted(p.name for p in sandbox.glob("other.db*")) == ["other.db"]

@@ -134,12 +134,8 @@ class ResultsDB:
         self.engine = _engine(url)
         md = _metadata()
         self.t = md.tables
-        try:
-            with self.engine.connect() as conn:
-                has_schema = sa.inspect(conn).has_table("dse_schema")
-        except sa.exc.OperationalError as exc:
-            raise DseError(f"storage {safe_url(url)}: cannot connect "
-                           f"({str(exc.orig).strip().splitlines()[0]})") from exc
+        tables = foreign_tables_check(self.engine, url)
+        has_schema = "dse_schema" in tables
         if has_schema:
             version = self._schema_version(create)
             if version == 1:
@@ -311,6 +307,41 @@ class ResultsDB:
             pass  # another worker trained the same plan meanwhile: same result, keep theirs
 
 
+#: tables every Optuna RDB storage has; a database with tables but neither these nor ours
+#: belongs to another application
+_OPTUNA_TABLES = {"studies", "trials", "version_info", "alembic_version"}
+
+
+def foreign_tables_check(engine: Any, url: str) -> set[str]:
+    """The database's table names; a database that is not one (a text file given as
+    SQLite), cannot be reached, or belongs to another application is refused before anything
+    is written to it."""
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    path = sa.engine.make_url(url).database if url.startswith("sqlite") else None
+    try:
+        if path and path != ":memory:" and Path(path).is_file():
+            # read-only and without our engine's WAL pragma: looking must change no byte
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+                tables = {r[0] for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        else:
+            with engine.connect() as conn:
+                tables = set(sa.inspect(conn).get_table_names())
+    except (sa.exc.DBAPIError, sqlite3.Error) as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        raise DseError(f"storage {safe_url(url)}: cannot open it as a database "
+                       f"({reason})") from exc
+    if tables and "dse_schema" not in tables and not _OPTUNA_TABLES <= tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", …" if len(tables) > 5 else "")
+        raise DseError(f"storage {safe_url(url)}: a database of another application (tables "
+                       f"{shown}): expected a systolic-dse or Optuna results database, or an "
+                       "empty one; nothing was written to it")
+    return tables
+
+
 def open_storage(url: str, *, heartbeat_interval: int | None = None,
                  grace_period: int | None = None, max_retry: int = 0) -> Any:
     """Optuna's RDB storage at ``url`` with heartbeats and retry of stale trials;
@@ -326,6 +357,7 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
         if "storage" not in _MEMORY:
             _MEMORY["storage"] = optuna.storages.InMemoryStorage()
         return _MEMORY["storage"]
+    foreign_tables_check(_engine(url), url)  # Optuna would add its tables to anything
     kwargs: dict[str, Any] = {}
     if heartbeat_interval:
         kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
