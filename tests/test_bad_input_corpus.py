@@ -1,6 +1,7 @@
 """Classes of bad input, each refused by the one reader or validation layer it passes through:
 one `error:` line, exit status 2, no traceback, nothing written (reliability issue, classes 1,
-2, 3 and 7: undecodable bytes, digits int() rejects, unbounded numbers, click's usage errors).
+2, 3, 5, 6 (in part) and 7: undecodable bytes, digits int() rejects, unbounded numbers,
+storage that is not ours, list dimensions checked before writing, click's usage errors).
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ CASES = {
                        "training.qat_epochs = inf: input should be a finite number"),
     "budget nan": (["run", "quick.toml", "--set", "constraints.accuracy_budget_pct=nan"],
                    "accuracy_budget_pct = nan: input should be a finite number"),
+    # 6. every value a trial can draw is checked before the first write
+    "rows beyond any array": (["run", "quick.toml", "--set", "space.rows=[16, 100000]"],
+                              "space.rows = 100000: expected at most 65536"),
     # 7. click's own usage errors
     "misspelt option": (["map", "topo.csv", "--arrray", "8x8"], "No such option '--arrray'"),
     "unknown command": (["frobnicate"], "No such command 'frobnicate'"),

@@ -57,6 +57,16 @@ def validate(registry: Registry, study: SearchStudy) -> None:
     """Everything that can be checked before a database or a study is created: plugin names
     and options, the workload, the sampler's options."""
     mappers = [_mapping(registry, name) for name in study.space.mapping_choices().values()]
+    space = study.space
+    for name, values in (("space.rows", space.rows.choices()),
+                         ("space.cols", space.cols.choices())):
+        for value in values:  # every value a trial can draw is a valid array dimension
+            if value > ArrayConfig.MAX_DIM:
+                raise DseError(f"{name} = {value}: expected at most {ArrayConfig.MAX_DIM}")
+    for name, values in space.memory_dimensions().items():
+        if name.endswith("_kb") and max(values) > BufferConfig.MAX_KB:
+            raise DseError(f"space.{name} = {max(values)}: expected at most "
+                           f"{BufferConfig.MAX_KB} kB")
     model = instantiate(registry.get("energy_model", study.energy.model), study.energy.options)
     instantiate(registry.get("memory_model", study.memory.model), study.memory.options)
     w = study.workload
