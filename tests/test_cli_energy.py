@@ -92,3 +92,35 @@ def test_a_stats_file_of_another_model_is_refused(capsys, lenet_inputs, tmp_path
     code, _, err = run(capsys, "energy", "lenet5", "--dataset", "mnist5k", "--array", "64x64",
                        "--energy-model", "msb_hamming", "--stats", str(path))
     assert code == 2 and "collected on another model" in err
+
+
+def test_truncated_statistics_and_checkpoints_are_one_line(capsys, lenet_inputs, tmp_path):
+    """A truncated --stats file or checkpoint is named in one line; a truncated cached entry
+    is collected again (reliability issue, class 4)."""
+    import os
+    from pathlib import Path
+
+    import torch
+
+    path = tmp_path / "s.npz"
+    assert run(capsys, "stats", "lenet5", "--dataset", "mnist5k", "-o", str(path))[0] == 0
+    whole = path.read_bytes()
+    for cut in (len(whole) // 2, 30, 0):
+        path.write_bytes(whole[:cut])
+        code, _, err = run(capsys, "energy", "lenet5", "--dataset", "mnist5k", "--array",
+                           "64x64", "--energy-model", "msb_hamming", "--stats", str(path))
+        assert code == 2 and "not a readable statistics file" in err
+        assert len(err.strip().splitlines()) == 1
+    cached = sorted(Path(os.environ["DSE_CACHE_DIR"], "stats").glob("*.npz"),
+                    key=lambda p: p.stat().st_mtime)[-1]
+    good = cached.read_bytes()
+    cached.write_bytes(good[: len(good) // 3])
+    code, out, _ = run(capsys, "energy", "lenet5", "--dataset", "mnist5k", "--array", "64x64",
+                       "--energy-model", "msb_hamming", "--format", "json")
+    assert code == 0 and len(json.loads(out)["rows"]) == 5
+    assert len(cached.read_bytes()) > len(good) // 3  # rewritten whole
+    checkpoint = tmp_path / "c.pt"
+    torch.save({"format": "systolic-dse-checkpoint/1", "model": "lenet5"}, checkpoint)
+    code, _, err = run(capsys, "energy", "lenet5", "--dataset", "mnist5k", "--array", "64x64",
+                       "--energy-model", "msb_hamming", "--checkpoint", str(checkpoint))
+    assert code == 2 and "missing" in err and len(err.strip().splitlines()) == 1

@@ -63,6 +63,7 @@ def switching_inputs(
     model, meta, splits = trained_model(registry, model_ref, dataset, epochs=epochs, seed=seed,
                                         checkpoint=checkpoint, progress=progress)
     layers = layers_from_module(model, splits.input_shape)
+    stats: NetworkStats | None = None
     if stats_file is not None:
         stats = NetworkStats.load(stats_file)
         stats.check_layers(layers)
@@ -76,8 +77,12 @@ def switching_inputs(
                            str(seed))
         path = cache_dir("stats") / f"{key}.npz"
         if path.exists():
-            stats = NetworkStats.load(path)
-        else:
+            try:
+                stats = NetworkStats.load(path)
+            except DseError as exc:  # a truncated or corrupt cache entry: collect it again
+                log.warning("cached statistics %s are unreadable (%s); collecting them again",
+                            path, exc)
+        if stats is None:
             n = min(calibration_images, len(splits.train))
             images = torch.stack([splits.train[i][0] for i in range(n)])
             stats = collect_stats(model, layers, list(images.split(batch_size)),
@@ -85,6 +90,7 @@ def switching_inputs(
                                   meta={"model": model_ref, "dataset": splits.name,
                                         "checkpoint": meta["path"]})
             stats.save(path)
+    assert stats is not None
     stats.check_layers(layers)
     if any(s.rows != array.rows for s in stats.layers.values()):
         raise DseError(f"statistics were collected for {stats.meta.get('rows')} rows, the "

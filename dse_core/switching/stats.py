@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -237,10 +238,14 @@ class NetworkStats:
                         psum_unchanged=lm["psum_unchanged"],
                         **{k: data[f"{i}.{k}"] if f"{i}.{k}" in data else None
                            for k in _OPTIONAL_ARRAYS})
-        except (OSError, ValueError, KeyError, json.JSONDecodeError,
-                ValidationError) as exc:
-            raise DseError(f"{path}: not a readable statistics file ({exc})") from exc
-        return cls(header["fingerprint"], header["meta"], layers)
+            fingerprint, meta = header["fingerprint"], header["meta"]
+        except DseError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile,
+                json.JSONDecodeError) as exc:  # truncated, not an npz, a field missing
+            detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            raise DseError(f"{path}: not a readable statistics file ({detail})") from exc
+        return cls(fingerprint, meta, layers)
 
 
 def _bit_length(values: np.ndarray) -> np.ndarray:

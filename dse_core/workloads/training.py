@@ -95,6 +95,10 @@ def load_checkpoint(registry: Registry, path: str | Path, model_ref: str | None 
     if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT:
         raise DseError(f"{path}: format = {doc.get('format') if isinstance(doc, dict) else None!r}"
                        f": expected {CHECKPOINT_FORMAT!r}")
+    missing = [k for k in ("model", "input_shape", "num_classes", "state_dict") if k not in doc]
+    if missing:
+        raise DseError(f"{path}: {', '.join(missing)} missing: expected a checkpoint written "
+                       "by `dse train`")
     if model_ref is not None and doc["model"] != model_ref:
         raise DseError(f"{path}: checkpoint of model {doc['model']!r}, not {model_ref!r}")
     shape = tuple(doc["input_shape"])
