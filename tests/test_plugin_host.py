@@ -129,13 +129,48 @@ def test_a_name_clash_names_both_providers():
     def dse_register_mappings(register):
         register(MappingPlugin(name="ws_tile", factory=object, summary="mine"))
 
-    with pytest.raises(PluginConflictError) as err:
-        build_registry(extra_plugins=[
-            (plugin_module("clash", dse_register_mappings=dse_register_mappings),
-             "other-dist", "2.0")])
+    registry = build_registry(extra_plugins=[
+        (plugin_module("clash", dse_register_mappings=dse_register_mappings),
+         "other-dist", "2.0")])
+    # the clash does not break the host: other names still resolve
+    assert registry.get("mapping", "os_tile").provider == "systolic-dse"
+    with pytest.raises(PluginConflictError) as err:  # using the clashing name says who
+        registry.get("mapping", "ws_tile")
     message = str(err.value)
     assert "mapping 'ws_tile' is registered twice" in message
     assert "systolic-dse" in message and "other-dist" in message
+    assert [r.provider for r in registry.conflicts["mapping", "ws_tile"]] == [
+        "systolic-dse", "other-dist"]
+
+
+def test_a_clash_leaves_other_commands_working(capsys, monkeypatch):
+    """`dse plugins` runs and shows the clash; a command that does not use the name works;
+    one that does names both providers in one line."""
+    from dse_core.cli import main
+    from dse_core.host import registry as host
+
+    def dse_register_mappings(register):
+        register(MappingPlugin(name="ws_tile", factory=object, summary="mine"))
+
+    clashing = build_registry(extra_plugins=[
+        (plugin_module("clash", dse_register_mappings=dse_register_mappings),
+         "other-dist", "2.0")])
+    monkeypatch.setattr(host, "get_registry", lambda no_plugins=False: clashing)
+    monkeypatch.setattr("dse_core.cli.group.get_registry", lambda no_plugins=False: clashing)
+
+    def run(*args):
+        with pytest.raises(SystemExit) as exit_info:
+            main(list(args))
+        out, err = capsys.readouterr()
+        return exit_info.value.code, out, err
+
+    code, out, err = run("plugins")
+    assert code == 0 and "os_tile" in out
+    assert "ws_tile' is registered twice: by systolic-dse and by other-dist" in err
+    code, out, _ = run("map", "resnet20", "--array", "8x8", "--mapping", "os_tile")
+    assert code == 0 and "total" in out
+    code, _, err = run("map", "resnet20", "--array", "8x8")  # ws_tile is the default
+    assert code == 2 and "other-dist" in err and len(err.strip().splitlines()) == 1
 
 
 def test_records_are_typed_and_validated():

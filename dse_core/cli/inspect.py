@@ -46,6 +46,11 @@ def plugins_cmd(ctx: click.Context, kind: str | None, fmt: str) -> None:
     for failure in registry.failures:
         click.echo(f"warning: plugin {failure.plugin} from {failure.provider} was skipped: "
                    f"{failure.error}", err=True)
+    from dse_core.host.registry import conflict_message
+
+    for (clash_kind, name), clashing in sorted(registry.conflicts.items()):
+        click.echo(f"warning: {conflict_message(clash_kind, name, clashing)} (using it is an "
+                   "error until then)", err=True)
 
 
 def _hw(pair: tuple[int, int]) -> str:

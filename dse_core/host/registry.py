@@ -146,9 +146,15 @@ class Registry:
 
     records: dict[str, dict[str, PluginRecord]]
     failures: list[PluginFailure]
+    #: (kind, name) -> every record registered under it, when more than one provider did:
+    #: using that name is an error naming them all; everything else keeps working
+    conflicts: dict[tuple[str, str], list[PluginRecord]] = field(default_factory=dict)
 
     def get(self, kind: str, name: str) -> PluginRecord:
-        """The record of ``kind`` called ``name``; an unknown name lists the known ones."""
+        """The record of ``kind`` called ``name``; an unknown name lists the known ones, a
+        name two plugins registered names both providers."""
+        if (kind, name) in self.conflicts:
+            raise PluginConflictError(conflict_message(kind, name, self.conflicts[kind, name]))
         table = self.records[kind]
         if name not in table:
             raise UnknownPluginError(kind.replace("_", " "), name, table)
@@ -256,6 +262,7 @@ def build_registry(
             log.warning("plugin %s from %s implements an unknown hook: %s", name, provider, exc)
 
     records: dict[str, dict[str, PluginRecord]] = {kind: {} for kind in KINDS}
+    conflicts: dict[tuple[str, str], list[PluginRecord]] = {}
     for kind, (hook_name, record_type) in KINDS.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             provider, version = sources.get(impl.plugin_name, ("?", "?"))
@@ -278,14 +285,18 @@ def build_registry(
             for record in staged:
                 record = replace(record, provider=provider, version=record.version or version)
                 if record.name in table:
-                    other = table[record.name]
-                    raise PluginConflictError(
-                        f"{kind.replace('_', ' ')} {record.name!r} is registered twice: by "
-                        f"{other.provider} and by {record.provider}; uninstall one, or restrict "
-                        "plugins with DSE_LOAD_PLUGINS"
-                    )
+                    clash = conflicts.setdefault((kind, record.name), [table[record.name]])
+                    clash.append(record)
+                    log.warning("%s", conflict_message(kind, record.name, clash))
+                    continue
                 table[record.name] = record
-    return Registry(records, failures)
+    return Registry(records, failures, conflicts)
+
+
+def conflict_message(kind: str, name: str, records: list[PluginRecord]) -> str:
+    providers = " and by ".join(r.provider for r in records)
+    return (f"{kind.replace('_', ' ')} {name!r} is registered twice: by {providers}; "
+            "uninstall one, or restrict plugins with DSE_LOAD_PLUGINS")
 
 
 _registry: Registry | None = None
