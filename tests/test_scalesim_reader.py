@@ -90,7 +90,7 @@ def test_bad_headers_and_empty_files(tmp_path):
         read_topology(write(tmp_path, "\n\n"))
     with pytest.raises(DseError, match="no layer rows"):
         read_topology(write(tmp_path, HEADER))
-    with pytest.raises(DseError, match="cannot read"):
+    with pytest.raises(DseError, match="missing.csv: no such CSV file"):
         read_topology(tmp_path / "missing.csv")
 
 
