@@ -108,11 +108,9 @@ class _Geometry:
 
     def footprint(self) -> int:
         """Distinct input words the layer reads (per group)."""
-        _, y_ok = self._axis(0)
-        _, x_ok = self._axis(1)
-        ys, _ = self._axis(0)
-        xs, _ = self._axis(1)
-        rows = len(np.unique(ys[y_ok]))
+        ys, y_ok = self._axis(0)
+        xs, x_ok = self._axis(1)
+        rows = len(np.unique(ys[y_ok]))  # the touched positions are rows x cols
         cols = len(np.unique(xs[x_ok]))
         return self.batch * rows * cols * self.channels
 
