@@ -119,3 +119,28 @@ def test_a_study_recorded_before_system_energy_is_not_continued(tmp_path):
     code, _, err = _dse("run", str(path), "--storage", storage)
     assert code == 2 and "recorded before system energy" in err
     assert _dse("pareto", "mem", "--storage", storage)[0] == 0  # still readable
+
+
+def test_a_failed_trial_shows_no_energies_even_if_it_wrote_rows(tmp_path):
+    """A worker killed after writing a trial's per-layer rows leaves them behind: they are
+    not that trial's result and `dse show` does not present them as one."""
+    import json
+
+    import optuna
+
+    from dse_core.search.results import ResultsDB, load_study, open_storage
+
+    storage = f"sqlite:///{tmp_path / 'r.db'}"
+    assert _dse("run", str(_write(tmp_path, STUDY)), "--storage", storage,
+                "--set", "n_trials=1")[0] == 0
+    study = optuna.load_study(study_name="mem", storage=open_storage(storage))
+    killed = study.ask()
+    db = ResultsDB(storage, create=False)
+    db.write_trial_layers("mem", killed.number, db.trial_layers("mem", 0))
+    study.tell(killed, state=optuna.trial.TrialState.FAIL)
+    code, out, _ = _dse("show", "mem", str(killed.number), "--storage", storage)
+    assert code == 0 and f"trial {killed.number} failed: its worker stopped" in out
+    assert "dram_pj" not in out
+    code, out, _ = _dse("show", "mem", str(killed.number), "--storage", storage,
+                        "--format", "json")
+    assert json.loads(out)["rows"] == [] and load_study(storage, "mem") is not None

@@ -270,8 +270,10 @@ def show_cmd(name: str, trial: int, storage: str, codes: bool, fmt: str) -> None
     if fmt != "table":
         click.echo(render(layers, fmt, total=total, meta={**summary, "provenance": prov}))
         return
-    if summary.get("error"):  # a failed trial has no layers: say why, not blank lines
-        click.echo(f"trial {trial} failed: {summary['error']}")
+    if summary.get("error") or summary.get("state") == "fail":  # no layers: say why
+        reason = summary.get("error") or ("its worker stopped before it finished (no error "
+                                          "recorded); its design was tried again")
+        click.echo(f"trial {trial} failed: {reason}")
     else:  # the clock as one column; json and csv carry every term and the word counts
         columns = ["layer", "cycles", "util_pct", "n_levels", "mac_switching_pj",
                    "pe_clock_pj", "sram_ifmap_pj", "sram_filter_pj", "sram_ofmap_pj",

@@ -497,4 +497,7 @@ def trial_detail(url: str, name: str, number: int) -> tuple[dict[str, Any],
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if number not in trials:
         raise DseError(f"study {name!r} has no trial {number} (trials 0..{len(trials) - 1})")
-    return _row(trials[number]), ResultsDB(url, create=False).trial_layers(name, number)
+    trial = trials[number]
+    if trial.state.name != "COMPLETE":  # a killed trial may have written rows: not its result
+        return _row(trial), []
+    return _row(trial), ResultsDB(url, create=False).trial_layers(name, number)
