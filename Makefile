@@ -3,11 +3,11 @@
 #               search (studies/quickstart.toml: LeNet-5 on real MNIST digits, array shapes x
 #               per-layer weight compression) into a SQLite file beside the study, printing
 #               its Pareto front. Measured from a fresh clone and an empty cache on 2 cores
-#               without Yosys: 5 min 31 s, of which ~2.5 min install torch and 2 min 43 s
-#               are the search (it also trains LeNet-5, characterises the PE and calibrates
+#               without Yosys: 4 min 45 s, of which ~2.5 min install torch, the rest is
+#               the search (it also trains LeNet-5, characterises the PE and calibrates
 #               the layers); run it again and the study continues
 #   make test   creates .venv, installs systolic-dse with its test tools, runs the test suite
-#               (6 min 22 s after make demo on 2 cores, without Yosys: 238 passed, 26 skipped)
+#               (6 min 50 s after make demo on 2 cores, without Yosys: 328 passed, 26 skipped)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
