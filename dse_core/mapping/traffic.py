@@ -299,19 +299,12 @@ def compare_access(layers: list[LayerSpec], traffic: list[LayerTraffic],
     """Per-layer comparison with a SCALE-Sim ``DETAILED_ACCESS_REPORT.csv`` (rows as
     :func:`dse_core.workloads.scalesim.read_access_report` reads them). A depthwise layer
     covers one report row per channel. ``match``: SRAM counts identical, DRAM within 1 %."""
-    from dse_core.errors import DseError
-    from dse_core.workloads.scalesim import ACCESS_COLUMNS
+    from dse_core.workloads.scalesim import ACCESS_COLUMNS, report_slices
 
-    expected = sum(layer.groups if layer.kind == "depthwise" else 1 for layer in layers)
-    if expected != len(report):
-        raise DseError(f"the report has {len(report)} layer rows but the topology gives "
-                       f"{expected}: expected the report of this topology")
     out: list[dict[str, object]] = []
-    position = 0
-    for layer, ours in zip(layers, traffic, strict=True):
-        span = layer.groups if layer.kind == "depthwise" else 1
-        theirs = report[position:position + span]
-        position += span
+    for layer, ours, rows in zip(layers, traffic, report_slices(layers, len(report)),
+                                 strict=True):
+        theirs = report[rows]
         row: dict[str, object] = {"layer": layer.name}
         match, identical = True, True
         for field in ACCESS_COLUMNS:

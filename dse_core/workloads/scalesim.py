@@ -26,7 +26,7 @@ from dse_core.types import DATAFLOWS, ArrayConfig, BufferConfig, LayerMapping, L
 __all__ = [
     "read_topology", "read_config", "read_compute_report", "ScaleSimReportRow",
     "compare_with_report", "SCALESIM_REPORT_OFFSET", "read_buffers", "read_access_report",
-    "ACCESS_COLUMNS",
+    "ACCESS_COLUMNS", "report_slices",
 ]
 
 log = logging.getLogger(__name__)
@@ -210,23 +210,28 @@ def read_compute_report(path: str | Path) -> list[ScaleSimReportRow]:
     return out
 
 
+def report_slices(layers: Sequence[LayerSpec], report_rows: int) -> list[slice]:
+    """The report rows of each layer: one, or one per channel of a depthwise layer (SCALE-Sim
+    runs it as single-channel layers). A report of another topology is a user error."""
+    spans = [layer.groups if layer.kind == "depthwise" else 1 for layer in layers]
+    if sum(spans) != report_rows:
+        raise DseError(f"the report has {report_rows} layer rows but the topology gives "
+                       f"{sum(spans)}: expected the report of this topology")
+    starts = [sum(spans[:i]) for i in range(len(spans))]
+    return [slice(start, start + span) for start, span in zip(starts, spans, strict=True)]
+
+
 def compare_with_report(
     layers: Sequence[LayerSpec], mappings: Sequence[LayerMapping],
     report: Sequence[ScaleSimReportRow],
 ) -> list[dict[str, object]]:
     """Per-layer comparison rows. A depthwise layer covers one report row per channel, since
     SCALE-Sim expands it into single-channel layers."""
-    expected_rows = sum(m.groups if lay.kind == "depthwise" else 1
-                        for lay, m in zip(layers, mappings, strict=True))
-    if expected_rows != len(report):
-        raise DseError(f"the report has {len(report)} layer rows but the topology gives "
-                       f"{expected_rows}: expected the report of this topology")
     out: list[dict[str, object]] = []
-    position = 0
-    for layer, mapping in zip(layers, mappings, strict=True):
-        span = mapping.groups if layer.kind == "depthwise" else 1
-        theirs = report[position:position + span]
-        position += span
+    for layer, mapping, rows in zip(layers, mappings, report_slices(layers, len(report)),
+                                    strict=True):
+        theirs = report[rows]
+        span = len(theirs)
         scalesim_cycles = sum(r.stall_free_cycles for r in theirs)
         scalesim_eff = sum(r.mapping_efficiency_pct for r in theirs) / span
         out.append({
