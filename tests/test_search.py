@@ -448,7 +448,9 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path):
     new = set(MEMORY_ENERGY_COLUMNS) | set(TRAFFIC_COLUMNS)
     old_md = sa.MetaData()
     for table in _metadata().tables.values():
-        sa.Table(table.name, old_md, *(c.copy() for c in table.columns if c.name not in new))
+        sa.Table(table.name, old_md, *(sa.Column(c.name, c.type, primary_key=c.primary_key,
+                                                 nullable=c.nullable)
+                                       for c in table.columns if c.name not in new))
     old_md.create_all(engine)
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO dse_schema (id, version) VALUES (1, 1)"))
