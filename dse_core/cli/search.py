@@ -42,8 +42,10 @@ def _prepare(ctx: click.Context, study: Any) -> Any:
                        "energy_pj is the PE array's alone, docs/energy-model.md §9); its "
                        "results stay readable, but new trials would not compare: give the "
                        "study a new name")
-    if existing is not None and existing != spec:
-        changed = sorted(k for k in set(spec) | set(existing) if spec.get(k) != existing.get(k))
+    # scaling (heartbeats, retries) is how workers run, not what the study is
+    changed = sorted(k for k in (set(spec) | set(existing or {})) - {"scaling"}
+                     if existing is not None and spec.get(k) != existing.get(k))
+    if changed:
         raise DseError(f"study {study.name!r} already exists in this database with a different "
                        f"spec ({', '.join(changed)} changed); give it a new name")
     if existing is None:
@@ -121,25 +123,33 @@ def run_cmd(ctx: click.Context, study_file: str, overrides: Sequence[str],
                *[a for o in overrides for a in ("--set", o)]]
         procs.append(subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}))
     try:
-        counts = run_worker(registry, study, worker_index=0, progress=sys.stderr.isatty(),
-                            threads=1 if workers > 1 else None, verbose=_verbose() > 0)
+        run_worker(registry, study, worker_index=0, progress=sys.stderr.isatty(),
+                   threads=1 if workers > 1 else None, verbose=_verbose() > 0)
     finally:
         for p in procs:
             p.wait()
-    _report_run(study, counts, started, fmt)
+    for index, p in enumerate(procs, start=1):
+        if p.returncode:
+            click.echo(f"warning: worker {index} exited with code {p.returncode} (its trials "
+                       "are failed and retried by the others)", err=True)
+    _report_run(study, started, fmt)
 
 
 def _verbose() -> int:
     return int(state["verbose"])
 
 
-def _report_run(study: Any, counts: dict[str, int], started: datetime, fmt: str) -> None:
-    """The end-of-run summary: trials, distinct designs, failures by message; the front, or
-    an error when trials failed for a reason that will fail again."""
+def _report_run(study: Any, started: datetime, fmt: str) -> None:
+    """The end-of-run summary of every worker's trials (counted after all have stopped):
+    trials, distinct designs, failures by message; the front, or an error when trials failed
+    for a reason that will fail again."""
+    from collections import Counter
+
     from dse_core.search.report import distinct_designs, failures_since
     from dse_core.search.results import load_study
 
     optuna_study = load_study(study.storage, study.name)
+    counts = Counter(t.state.name for t in optuna_study.get_trials(deepcopy=False))
     failures = failures_since(optuna_study, started)
     click.echo(f"study {study.name}: " + ", ".join(f"{v} {k.lower()}" for k, v in
                                                   sorted(counts.items()))
@@ -154,9 +164,9 @@ def _report_run(study: Any, counts: dict[str, int], started: datetime, fmt: str)
                        "the cause and run again (the study continues), or read the partial "
                        f"front with dse pareto {study.name} --storage …")
     _print_front(study.name, study.storage, fmt)
-    if failures.failed:
-        click.echo(f"warning: {failures.failed} trials failed (above); the front is of the "
-                   "others", err=True)
+    if failures.failed > failures.worker_lost:  # a lost worker's trial was redone: no loss
+        click.echo(f"warning: {failures.failed - failures.worker_lost} trials failed (above); "
+                   "the front is of the others", err=True)
         click.get_current_context().exit(1)
 
 
@@ -194,6 +204,9 @@ def worker_cmd(ctx: click.Context, study_name: str | None, study_file: str | Non
         study = SearchStudy.model_validate({**spec, "storage": storage,
                                             "n_trials": _n_trials(storage, study_name, spec)})
         from dse_core.search.provenance import provenance
+        from dse_core.search.trials import validate
+
+        validate(registry_of(ctx), study)  # a file this machine lacks: one line, no trial
 
         _warn_on_other_versions(ResultsDB(storage, create=False), study_name,
                                 provenance(registry_of(ctx), study))

@@ -33,6 +33,7 @@ class FailureSummary:
     failed: int
     configuration: int
     messages: list[tuple[int, str]]  # (count, message), most frequent first
+    worker_lost: int = 0  # failed because their worker stopped; retried, so not the design's
 
     def lines(self) -> list[str]:
         return [f"  {count} x {message}" for count, message in self.messages]
@@ -46,15 +47,16 @@ def failures_since(optuna_study: Any, started: Any) -> FailureSummary:
     import optuna
 
     counter: Counter[str] = Counter()
-    configuration = 0
+    configuration = lost = 0
     for t in optuna_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
         if t.datetime_start is None or t.datetime_start < started:
             continue
-        message = t.user_attrs.get("error", "its worker stopped (heartbeat lost); retried")
+        message = t.user_attrs.get("error", "its worker stopped (heartbeat lost)")
         counter[message] += 1
         configuration += t.user_attrs.get("error_kind") == "configuration"
+        lost += t.user_attrs.get("error_kind", "worker_lost") == "worker_lost"
     return FailureSummary(sum(counter.values()), configuration,
-                          [(count, message) for message, count in counter.most_common()])
+                          [(count, message) for message, count in counter.most_common()], lost)
 
 
 

@@ -4,7 +4,8 @@ URL, and the query API the ``dse studies / pareto / show / export / plot`` comma
 Our tables (docs/database.md): ``dse_schema`` (one row: the schema version), ``dse_studies``
 (resolved study spec and provenance), ``dse_trial_layers`` (per trial, per layer: cycles,
 utilisation, energy terms, allowed-set size and codes) and ``dse_accuracy_cache`` (accuracy of
-each compression plan, shared by every trial and worker of a study).
+each compression plan, shared by every trial and worker of a study) and ``dse_trial_beats``
+(the last heartbeat of each running trial, on the database's clock: search/workers.py).
 """
 
 from __future__ import annotations
@@ -79,6 +80,10 @@ def _tables() -> Any:
           Column("histograms_json", Text, nullable=False),
           Column("allowed_json", Text, nullable=False),
           Column("seconds", Float, nullable=False))
+    Table("dse_trial_beats", md,
+          Column("study_name", String(512), primary_key=True),
+          Column("trial_number", Integer, primary_key=True, autoincrement=False),
+          Column("beat_s", Float, nullable=False))
     return md
 
 
@@ -267,6 +272,13 @@ class ResultsDB:
                 {"study_name": study, "trial_number": trial_number, "position": i, **row}
                 for i, row in enumerate(rows)])
 
+    def delete_trial_layers(self, study: str, trial_number: int) -> None:
+        """The rows of a trial that failed after writing them: they are not a design."""
+        t = self.t["dse_trial_layers"]
+        with self.engine.begin() as conn:
+            conn.execute(t.delete().where(t.c.study_name == study,
+                                          t.c.trial_number == trial_number))
+
     def trial_layers(self, study: str, trial_number: int) -> list[dict[str, Any]]:
         import sqlalchemy as sa
 
@@ -342,10 +354,9 @@ def foreign_tables_check(engine: Any, url: str) -> set[str]:
     return tables
 
 
-def open_storage(url: str, *, heartbeat_interval: int | None = None,
-                 grace_period: int | None = None, max_retry: int = 0) -> Any:
-    """Optuna's RDB storage at ``url`` with heartbeats and retry of stale trials;
-    ``"memory"`` is one process-wide in-memory storage (no heartbeats needed)."""
+def open_storage(url: str) -> Any:
+    """Optuna's RDB storage at ``url``; ``"memory"`` is one process-wide in-memory storage.
+    Heartbeats and retries are ours (search/workers.py), not Optuna's."""
     import warnings
 
     import optuna
@@ -358,16 +369,11 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
             _MEMORY["storage"] = optuna.storages.InMemoryStorage()
         return _MEMORY["storage"]
     foreign_tables_check(_engine(url), url)  # Optuna would add its tables to anything
-    kwargs: dict[str, Any] = {}
-    if heartbeat_interval:
-        kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                      heartbeat_stale_trial_callback=optuna.storages
-                      .RetryHeartbeatStaleTrialCallback(max_retry=max_retry))
     engine_kwargs = ({"connect_args": {"timeout": 60}} if url.startswith("sqlite")
                      else {"pool_pre_ping": True})
     for attempt in range(5):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
         except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
             # two workers creating Optuna's schema at once on a fresh PostgreSQL race on
             # CREATE TYPE / CREATE TABLE; the loser retries and finds the schema there

@@ -158,9 +158,20 @@ class SearchTraining(Training):
 
 
 class Scaling(StudyModel):
-    heartbeat_interval_s: int = Field(60, ge=1)
-    grace_period_s: int = Field(180, ge=2)
-    max_retry: int = Field(2, ge=0)
+    """How workers find the trials of killed workers (docs/scaling.md): a running trial beats
+    every ``heartbeat_interval_s``; one silent for ``grace_period_s`` is failed and retried."""
+
+    heartbeat_interval_s: int = Field(2, ge=1, le=3600)
+    grace_period_s: int = Field(10, ge=2, le=86400)
+    max_retry: int = Field(2, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _grace_spans_beats(self) -> Scaling:
+        if self.grace_period_s < 2 * self.heartbeat_interval_s:
+            raise ValueError(f"grace_period_s = {self.grace_period_s} is shorter than two "
+                             f"heartbeats (heartbeat_interval_s = {self.heartbeat_interval_s}):"
+                             " one late beat would fail a live worker's trial")
+        return self
 
 
 class SearchStudy(StudyModel):

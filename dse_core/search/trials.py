@@ -512,18 +512,19 @@ def _counts(optuna_study: Any) -> dict[str, int]:
 def run_worker(registry: Registry, study: SearchStudy, *, worker_index: int = 0,
                progress: bool = False, threads: int | None = None,
                verbose: bool = False) -> dict[str, int]:
-    """Run trials until the study holds ``n_trials`` finished (complete or pruned) trials,
-    or until failures reach ``n_trials`` (a broken objective must not loop forever)."""
+    """Run trials until the study holds exactly ``n_trials`` finished (complete or pruned)
+    trials, whatever the other workers do, or until failures reach ``max(n_trials, 10)``
+    (a broken objective must not loop forever); search/workers.py."""
     import optuna
+
+    from dse_core.search.workers import TrialLoop
 
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     db = ResultsDB(study.storage)
-    storage = open_storage(study.storage, heartbeat_interval=study.scaling.heartbeat_interval_s,
-                           grace_period=study.scaling.grace_period_s,
-                           max_retry=study.scaling.max_retry)
+    storage = open_storage(study.storage)
     evaluator = Evaluator(registry, study, db, progress=progress)
     sampler = make_sampler(study, worker_index, evaluator.knobs)
     optuna_study = create_or_load(study, storage, sampler)
@@ -534,27 +535,23 @@ def run_worker(registry: Registry, study: SearchStudy, *, worker_index: int = 0,
     if progress:
         from tqdm import tqdm
 
-        done = sum(v for k, v in _counts(optuna_study).items() if k in ("COMPLETE", "PRUNED"))
-        bar = tqdm(total=study.n_trials, initial=min(done, study.n_trials), unit="trial",
-                   desc=study.name)
+        bar = tqdm(total=study.n_trials, unit="trial", desc=study.name)
 
-    def budget(s: Any, t: Any) -> None:
-        counts = _counts(s)
+    def show(counts: Any) -> None:
         if bar is not None:
-            bar.n = min(study.n_trials, counts.get("COMPLETE", 0) + counts.get("PRUNED", 0))
+            bar.n = min(study.n_trials, counts["COMPLETE"] + counts["PRUNED"])
             bar.refresh()
-        if (counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) >= study.n_trials
-                or counts.get("FAIL", 0) >= max(study.n_trials, 10)):
-            s.stop()
 
-    counts = _counts(optuna_study)
-    if counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) < study.n_trials:
-        # Optuna would log every failure with its traceback; the objective says one line
-        optuna.logging.set_verbosity(optuna.logging.ERROR)
-        optuna_study.optimize(evaluator.objective(verbose), n_trials=None, callbacks=[budget],
-                              catch=(Exception,),
-                              # collecting costs ~60 ms a trial: only worth it with torch models
-                              gc_after_trial=study.space.compression)
+    # Optuna would log every failure with its traceback; the objective says one line
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    s = study.scaling
+    loop = TrialLoop(optuna_study, storage, db, n_trials=study.n_trials,
+                     heartbeat_interval_s=s.heartbeat_interval_s,
+                     grace_period_s=s.grace_period_s, max_retry=s.max_retry,
+                     fail_limit=max(study.n_trials, 10),
+                     # collecting costs ~60 ms a trial: only worth it with torch models
+                     collect_garbage=study.space.compression)
+    loop.run(evaluator.objective(verbose), on_counts=show)
     if bar is not None:
         bar.close()
     return _counts(optuna_study)
