@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,26 @@ def without_eda_tools(monkeypatch: pytest.MonkeyPatch, no_eda_path: str) -> str:
     processes it starts)."""
     monkeypatch.setenv("PATH", no_eda_path)
     return no_eda_path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage(request, tmp_path):
+    """A fresh, empty results database URL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'results.db'}"
+        return
+    url = os.environ.get("DSE_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("DSE_REQUIRE_POSTGRES"):
+            pytest.fail("DSE_REQUIRE_POSTGRES is set but DSE_TEST_POSTGRES_URL is not")
+        pytest.skip("no PostgreSQL (set DSE_TEST_POSTGRES_URL; .ci/run starts one)")
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    name = f"dse_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    yield url.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
+    admin.dispose()

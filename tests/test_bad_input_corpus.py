@@ -65,6 +65,9 @@ CASES = {
     # 6. every value a trial can draw is checked before the first write
     "rows beyond any array": (["run", "quick.toml", "--set", "space.rows=[16, 100000]"],
                               "space.rows = 100000: expected at most 65536"),
+    "checkpoint that does not load": (["run", "quick.toml", "--set",
+                                       'workload.checkpoint="binary"'],
+                                      "binary: not a systolic-dse checkpoint"),
     # 7. click's own usage errors
     "misspelt option": (["map", "topo.csv", "--arrray", "8x8"], "No such option '--arrray'"),
     "unknown command": (["frobnicate"], "No such command 'frobnicate'"),

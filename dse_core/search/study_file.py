@@ -239,9 +239,38 @@ def load_search_study(path: str | Path, overrides: list[str] | tuple[str, ...] =
             "model": "msb_hamming" if study.workload.dataset else "constant"})
     if not study.storage:
         updates["storage"] = f"sqlite:///{(path.parent / f'{name}.db').resolve()}"
-    if study.workload.topology and not Path(study.workload.topology).is_absolute():
-        topo = Path(study.workload.topology)
-        if not topo.exists() and (path.parent / topo).exists():
-            updates["workload"] = study.workload.model_copy(
-                update={"topology": str(path.parent / topo)})
+    # stored studies are self-contained: a worker that joins by name from another folder
+    # (or machine, with the same paths) finds the same files
+    w = study.workload
+    updates["workload"] = w.model_copy(update={
+        "topology": _absolute(w.topology, path.parent),
+        "checkpoint": _absolute(w.checkpoint, path.parent)})
+    updates["energy"] = updates.get("energy", study.energy).model_copy(update={
+        "options": _absolute_options(study.energy.options, path.parent),
+        "characterizer_options": _absolute_options(study.energy.characterizer_options,
+                                                   path.parent)})
+    updates["memory"] = study.memory.model_copy(update={
+        "options": _absolute_options(study.memory.options, path.parent)})
+    c = study.compression
+    updates["compression"] = c.model_copy(update={
+        "policy_options": _absolute_options(c.policy_options, path.parent),
+        "scheduler_options": _absolute_options(c.scheduler_options, path.parent)})
     return study.model_copy(update=updates)
+
+
+def _absolute(value: str | None, folder: Path) -> str | None:
+    """A relative file name made absolute: as given (from the working folder) when it exists
+    there, else from the study file's folder; a name that is neither stays as it is (the
+    validation names it)."""
+    if value is None or Path(value).is_absolute():
+        return value
+    for base in (Path.cwd(), folder):
+        if (base / value).exists():
+            return str((base / value).resolve())
+    return value
+
+
+def _absolute_options(options: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Plugin options that name existing files (``table = "power.toml"``), made absolute."""
+    return {k: _absolute(v, folder) if isinstance(v, str) and ("/" in v or "." in v) else v
+            for k, v in options.items()}

@@ -72,6 +72,10 @@ def validate(registry: Registry, study: SearchStudy) -> None:
     w = study.workload
     if w.checkpoint and not Path(w.checkpoint).exists():
         raise DseError(f"workload.checkpoint = {w.checkpoint!r}: no such file")
+    if w.checkpoint:  # one that does not load must fail here, not in every trial
+        from dse_core.workloads.training import load_checkpoint
+
+        load_checkpoint(registry, w.checkpoint, w.model)
     if w.dataset:
         registry.get("model", (w.model or "").split(":")[0])
         registry.get("dataset", w.dataset)
@@ -503,12 +507,6 @@ def create_or_load(study: SearchStudy, storage: Any, sampler: Any) -> Any:
     return optuna_study
 
 
-def _counts(optuna_study: Any) -> dict[str, int]:
-    from collections import Counter
-
-    return dict(Counter(t.state.name for t in optuna_study.get_trials(deepcopy=False)))
-
-
 def run_worker(registry: Registry, study: SearchStudy, *, worker_index: int = 0,
                progress: bool = False, threads: int | None = None,
                verbose: bool = False) -> dict[str, int]:
@@ -551,7 +549,7 @@ def run_worker(registry: Registry, study: SearchStudy, *, worker_index: int = 0,
                      fail_limit=max(study.n_trials, 10),
                      # collecting costs ~60 ms a trial: only worth it with torch models
                      collect_garbage=study.space.compression)
-    loop.run(evaluator.objective(verbose), on_counts=show)
+    counts = loop.run(evaluator.objective(verbose), on_counts=show)
     if bar is not None:
         bar.close()
-    return _counts(optuna_study)
+    return dict(counts)

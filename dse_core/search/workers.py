@@ -132,6 +132,10 @@ class Heartbeats:
         return sorted(n for n in running & set(beats) if now - beats[n] > grace_s)
 
 
+def _terminate(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 class _Lost(Exception):
     """This worker's trial was failed by another worker (its heartbeats came too late)."""
 
@@ -151,9 +155,24 @@ class TrialLoop:
         self.poll_s = min(1.0, heartbeat_interval_s / 2)
         self.collect_garbage = collect_garbage
         self.lost = 0
+        self.sampler_done = False  # the sampler has nothing left to suggest (a full grid)
 
     def run(self, objective: Callable[[Any], tuple[float, ...]],
             on_counts: Callable[[Counter[str]], None] | None = None) -> Counter[str]:
+        import signal
+
+        if threading.current_thread() is not threading.main_thread():
+            return self._run(objective, on_counts)
+        # SIGTERM (a scheduler's, `kill`'s) unwinds like Ctrl-C: the trial is failed and
+        # re-queued at once instead of after the grace period
+        previous = signal.signal(signal.SIGTERM, _terminate)
+        try:
+            return self._run(objective, on_counts)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _run(self, objective: Callable[[Any], tuple[float, ...]],
+             on_counts: Callable[[Counter[str]], None] | None) -> Counter[str]:
         while True:
             trial, counts = self._claim()
             if on_counts is not None:
@@ -164,6 +183,8 @@ class TrialLoop:
                 time.sleep(self.poll_s)  # other workers hold the rest of the budget
                 continue
             self._run_one(trial, objective)
+            if self.sampler_done:  # as Optuna's optimize: this worker stops
+                return Counter(t.state.name for t in self.study.get_trials(deepcopy=False))
             if self.collect_garbage:
                 gc.collect()
 
@@ -229,6 +250,11 @@ class TrialLoop:
                 frozen = self.study.tell(trial, values, state=state, skip_if_finished=True)
             except optuna.exceptions.UpdateFinishedTrialError:
                 raise _Lost() from None
+            except RuntimeError as exc:  # the grid sampler's stop() when its grid is done,
+                if "Study.stop" not in str(exc):  # after the trial's state was stored
+                    raise
+                self.sampler_done = True
+                frozen = self._frozen(trial.number)
             if frozen.state != state and frozen.state == State.FAIL:
                 raise _Lost()
             if frozen.state == State.FAIL:
@@ -240,8 +266,12 @@ class TrialLoop:
                   f"than {self.grace_s:g} s; raise scaling.grace_period_s if this worker was "
                   "only busy); its result is discarded, its retry counts", file=sys.stderr)
         except BaseException as exc:  # Ctrl-C, SIGTERM: fail it now and re-queue it
-            self._fail(self._frozen(trial.number),
-                       f"its worker was stopped ({type(exc).__name__})", kind="worker_lost")
+            how = {KeyboardInterrupt: "interrupted (Ctrl-C)", SystemExit: "stopped (SIGTERM)"}
+            try:
+                self._fail(self._frozen(trial.number), f"its worker was "
+                           f"{how.get(type(exc), type(exc).__name__)}", kind="worker_lost")
+            except Exception:  # the database is gone too: the grace period will tell
+                pass
             raise
         finally:
             stop.set()
