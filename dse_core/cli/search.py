@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -107,7 +108,7 @@ def run_cmd(ctx: click.Context, study_file: str, overrides: Sequence[str],
     from dse_core.search.study_file import load_search_study
     from dse_core.search.trials import run_worker
 
-    study = load_search_study(study_file, [*overrides, *([f'storage="{storage}"']
+    study = load_search_study(study_file, [*overrides, *([f"storage={json.dumps(storage)}"]
                                                          if storage else [])])
     if workers > 2 and study.storage.startswith("sqlite"):
         raise DseError(f"--workers {workers} with SQLite: a SQLite file serves at most 2 "
@@ -191,15 +192,15 @@ def worker_cmd(ctx: click.Context, study_name: str | None, study_file: str | Non
     from dse_core.search.trials import run_worker
 
     if study_file:
-        study = load_search_study(study_file, [*overrides, f'storage="{storage}"'])
+        study = load_search_study(study_file, [*overrides, f"storage={json.dumps(storage)}"])
         _prepare(ctx, study)
     elif study_name:
         spec = ResultsDB(storage, create=False).study_spec(study_name)
         if spec is None:
-            from dse_core.search.results import list_studies
+            from dse_core.search.results import list_studies, safe_url
 
             known = [s["study"] for s in list_studies(storage)]
-            raise DseError(f"no study {study_name!r} in {storage}; studies: "
+            raise DseError(f"no study {study_name!r} in {safe_url(storage)}; studies: "
                            + (", ".join(known) or "(none)"))
         study = SearchStudy.model_validate({**spec, "storage": storage,
                                             "n_trials": _n_trials(storage, study_name, spec)})
@@ -253,8 +254,6 @@ def pareto_cmd(name: str, storage: str, where: str | None, fmt: str) -> None:
 @fmt_option
 def show_cmd(name: str, trial: int, storage: str, codes: bool, fmt: str) -> None:
     """One design: its parameters, metrics and per-layer breakdown."""
-    import json
-
     from dse_core.search.results import trial_detail
 
     summary, stored = trial_detail(storage, name, trial)

@@ -43,8 +43,9 @@ TRAFFIC_COLUMNS = ("sram_ifmap_reads", "sram_filter_reads", "sram_ofmap_writes",
 
 
 def safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    """The URL without its password, and with control characters escaped, for messages."""
+    hidden = re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], hidden)
 
 
 def _tables() -> Any:
@@ -111,7 +112,7 @@ def _engine(url: str) -> Any:
         kwargs["pool_pre_ping"] = True
     try:
         engine = sa.create_engine(url, **kwargs)
-    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError, ValueError) as exc:
         raise DseError(f"storage = {safe_url(url)!r}: not a usable SQLAlchemy URL "
                        f"({str(exc).splitlines()[0]})") from exc
     if url.startswith("sqlite"):
@@ -132,11 +133,11 @@ class ResultsDB:
         import sqlalchemy as sa
 
         self.url = url
-        path = sa.engine.make_url(url).database if url.startswith("sqlite") else None
+        self.engine = _engine(url)  # a URL that does not parse is one line here
+        path = self.engine.url.database if url.startswith("sqlite") else None
         if not create and path and path != ":memory:" and not Path(path).exists():
             # reading must not leave an empty database file behind a mistyped path
-            raise DseError(f"storage {url}: no such database file")
-        self.engine = _engine(url)
+            raise DseError(f"storage {safe_url(url)}: no such database file")
         md = _metadata()
         self.t = md.tables
         tables = foreign_tables_check(self.engine, url)
@@ -342,8 +343,9 @@ def foreign_tables_check(engine: Any, url: str) -> set[str]:
         else:
             with engine.connect() as conn:
                 tables = set(sa.inspect(conn).get_table_names())
-    except (sa.exc.DBAPIError, sqlite3.Error) as exc:
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+    except (sa.exc.DBAPIError, sqlite3.Error, UnicodeError, ValueError) as exc:
+        # (a host name that is not one fails in the driver's IDNA encoding)
+        reason = (str(getattr(exc, "orig", exc)).strip() or type(exc).__name__).splitlines()[0]
         raise DseError(f"storage {safe_url(url)}: cannot open it as a database "
                        f"({reason})") from exc
     if tables and "dse_schema" not in tables and not _OPTUNA_TABLES <= tables:

@@ -7,10 +7,12 @@ its own after the grace period, and never reaps one killed before its first hear
 worker claims each trial under one lock per study (an advisory lock on PostgreSQL, ``flock``
 on the SQLite file): it first fails the trials whose workers stopped beating (with a reason,
 their per-layer rows deleted, re-queued with the same parameters), then asks for a trial only
-while complete + pruned + running < ``n_trials``, and writes that trial's first heartbeat before
-it lets the lock go. While the budget is claimed by other workers' running trials it waits,
-so that it can redo their work if they die. Heartbeats carry the database's clock, so workers
-on machines with unsynchronised clocks agree on what is stale.
+while complete + pruned + running < ``n_trials``. A trial beats after each heartbeat interval
+(one shorter than that writes nothing); a reaper that finds a running trial without a beat
+writes one on its behalf, so that trial goes stale like any other. While the budget is claimed
+by other workers' running trials it waits, so that it can redo their work if they die.
+Heartbeats carry the database's clock, so workers on machines with unsynchronised clocks agree
+on what is stale.
 """
 
 from __future__ import annotations
@@ -114,6 +116,10 @@ class Heartbeats:
                 conn.execute(t.delete().where(t.c.study_name == self.study,
                                               t.c.trial_number.in_(numbers)))
 
+    def clear(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(self.table.delete().where(self.table.c.study_name == self.study))
+
     def stale(self, running: set[int], grace_s: float) -> list[int]:
         """The running trials whose last beat is older than ``grace_s``. A running trial
         without a beat (its worker died between claiming and beating) gets one now on its
@@ -179,6 +185,8 @@ class TrialLoop:
                 on_counts(counts)
             if trial is None:
                 if self._done(counts):
+                    if self.beats is not None:  # beats written on behalf of short trials
+                        self.beats.clear()
                     return counts
                 time.sleep(self.poll_s)  # other workers hold the rest of the budget
                 continue
@@ -212,16 +220,15 @@ class TrialLoop:
                                       + counts["RUNNING"] >= self.n_trials):
                 return None, counts
             trial = self.study.ask()  # a re-queued (waiting) trial first, else the sampler's
-            if self.beats is not None:
-                self.beats.beat(trial.number)
             counts["RUNNING"] += 1
             return trial, counts
 
-    def _beat_until(self, number: int, stop: threading.Event) -> None:
+    def _beat_until(self, number: int, stop: threading.Event, beaten: list[bool]) -> None:
         assert self.beats is not None
         while not stop.wait(self.interval_s):
             try:
                 self.beats.beat(number)
+                beaten[0] = True
             except Exception:  # a busy database: the next beat is in time (grace > 2 beats)
                 pass
 
@@ -230,9 +237,9 @@ class TrialLoop:
 
         State = optuna.trial.TrialState
         stop = threading.Event()
-        beater = None
+        beater, beaten = None, [False]
         if self.beats is not None:
-            beater = threading.Thread(target=self._beat_until, args=(trial.number, stop),
+            beater = threading.Thread(target=self._beat_until, args=(trial.number, stop, beaten),
                                       name=f"heartbeat-{trial.number}", daemon=True)
             beater.start()
         try:
@@ -277,7 +284,8 @@ class TrialLoop:
             stop.set()
             if beater is not None:
                 beater.join()
-                self.beats.forget([trial.number])  # type: ignore[union-attr]
+                if beaten[0]:  # a trial shorter than a heartbeat writes none
+                    self.beats.forget([trial.number])  # type: ignore[union-attr]
 
     def _frozen(self, number: int) -> Any:
         return next(t for t in self.study.get_trials(deepcopy=False) if t.number == number)
