@@ -3,11 +3,12 @@ line and exits with status 2. Anything else is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
 __all__ = ["DseError", "ValidationError", "UnknownPluginError", "PluginConflictError",
-           "read_user_text"]
+           "read_user_text", "one_line"]
 
 
 class DseError(Exception):
@@ -40,6 +41,12 @@ class PluginConflictError(DseError):
     """Two plugins registered the same name for the same kind."""
 
 
+def one_line(text: str) -> str:
+    """A message as one line: control characters (a newline in a file name, a NUL in a
+    value) shown escaped, as ``repr`` would."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], text)
+
+
 def read_user_text(path: str | Path, what: str = "file") -> str:
     """A file the user named, as UTF-8 text (a byte-order mark is dropped). Every way it can
     fail is one :class:`DseError` naming the file: missing, unreadable, a folder, not text."""
@@ -55,3 +62,5 @@ def read_user_text(path: str | Path, what: str = "file") -> str:
     except UnicodeDecodeError as exc:
         raise DseError(f"{path}: not a text file ({exc.reason} at byte {exc.start}): "
                        f"expected a UTF-8 {what}") from exc
+    except ValueError as exc:  # a NUL byte in the name
+        raise DseError(one_line(f"{path}: not a file name ({exc})")) from exc

@@ -13,7 +13,7 @@ import click
 
 from dse_core.cli import compress, inspect, search, switching
 from dse_core.cli.group import cli, state
-from dse_core.errors import DseError
+from dse_core.errors import DseError, one_line
 
 __all__ = ["cli", "main"]
 
@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except DseError as exc:
         if state["verbose"]:
             traceback.print_exc()
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {one_line(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

@@ -8,17 +8,30 @@ as a TOML literal when it parses as one (``3``, ``2.5``, ``true``, ``[64, 8]``),
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from dse_core.errors import DseError, read_user_text
 
-__all__ = ["CompressStudy", "load_study", "apply_overrides", "StudyModel", "Memory"]
+__all__ = ["CompressStudy", "load_study", "apply_overrides", "StudyModel", "StudyName",
+           "Memory"]
+
+
+#: a study's name: it names its results file (``<name>.db``) and its rows, so no path
+#: separators or control characters
+def _study_name(value: str) -> str:
+    if re.search(r"[/\\\x00-\x1f\x7f]", value):
+        raise ValueError("expected a name without '/', '\\' or control characters")
+    return value
+
+
+StudyName = Annotated[str, Field(max_length=200), AfterValidator(_study_name)]
 
 
 class StudyModel(BaseModel):
@@ -91,7 +104,7 @@ class Training(StudyModel):
 
 
 class CompressStudy(StudyModel):
-    name: str = ""
+    name: StudyName = ""
     seed: int = Field(0, ge=0, lt=2**31, description="random seed (0 .. 2^31 - 1)")
     workload: Workload
     array: Array = Array()
@@ -143,7 +156,8 @@ def format_pydantic_error(source: str, exc: PydanticValidationError) -> str:
     if err["type"] == "missing":
         return f"{source}: {loc}: required key missing"
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"{source}: {loc} = {err.get('input')!r}: {err['msg'].lower()}{more}"
+    message = err["msg"].removeprefix("Value error, ")  # our validators say what they expect
+    return f"{source}: {loc} = {err.get('input')!r}: {message[:1].lower()}{message[1:]}{more}"
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from dse_core.compression.study import (
     Compression,
     Memory,
     StudyModel,
+    StudyName,
     Training,
     apply_overrides,
     format_pydantic_error,
@@ -175,7 +176,7 @@ class Scaling(StudyModel):
 
 
 class SearchStudy(StudyModel):
-    name: str = ""
+    name: StudyName = ""
     seed: int = Field(0, ge=0, lt=2**31, description="random seed (0 .. 2^31 - 1)")
     n_trials: int = Field(50, ge=1)
     storage: str = Field("", description="SQLAlchemy URL; default: SQLite file beside the "
@@ -262,7 +263,7 @@ def _absolute(value: str | None, folder: Path) -> str | None:
     """A relative file name made absolute: as given (from the working folder) when it exists
     there, else from the study file's folder; a name that is neither stays as it is (the
     validation names it)."""
-    if value is None or Path(value).is_absolute():
+    if value is None or "\x00" in value or Path(value).is_absolute():
         return value
     for base in (Path.cwd(), folder):
         if (base / value).exists():
