@@ -2,7 +2,8 @@
 #   make demo   creates .venv, installs systolic-dse, and runs the main job: the quick-start
 #               search (studies/quickstart.toml: LeNet-5 on real MNIST digits, array shapes x
 #               per-layer weight compression) into a SQLite file beside the study, printing
-#               its Pareto front. Measured from a fresh clone and an empty cache on 2 cores
+#               its Pareto front, then writes its report page (studies/quickstart-report.html,
+#               opens offline) and prints its path. Measured from a fresh clone and an empty cache on 2 cores
 #               without Yosys: 4 min 45 s, of which ~2.5 min install torch, the rest is
 #               the search (it also trains LeNet-5, characterises the PE and calibrates
 #               the layers); run it again and the study continues
@@ -25,6 +26,8 @@ $(BIN)/dse: pyproject.toml
 demo: $(BIN)/dse
 	$(BIN)/dse map resnet20 --array 64x64
 	$(BIN)/dse run studies/quickstart.toml
+	$(BIN)/dse report quickstart --storage sqlite:///studies/quickstart.db \
+		-o studies/quickstart-report.html
 
 test: $(BIN)/dse
 	$(BIN)/python -m pytest -q

@@ -144,6 +144,22 @@ def test_energy_only_search_records_queries_and_continues(storage, tmp_path):
     assert len(shown["rows"]) == 21 and shown["meta"]["trial"] == front[0]["trial"]
     code, out, _ = _dse("export", "energy", "--storage", storage, "--format", "csv")
     assert len(out.strip().splitlines()) == 1 + 18
+    # the documented order: design parameters, then the objectives, then the other metrics
+    header = out.splitlines()[0].split(",")
+    assert header[:7] == ["trial", "state", "rows", "cols", "dataflow", "energy_pj", "cycles"]
+    assert header.index("mac_energy_pj") > header.index("cycles")
+    code, out, _ = _dse("export", "energy", "--storage", storage, "--layers")
+    import csv
+    import io
+
+    long = list(csv.DictReader(io.StringIO(out)))
+    assert len(long) == 18 * 21 and long[0]["layer"] and long[0]["rows"]
+    first = [r for r in long if r["trial"] == long[0]["trial"]]
+    assert sum(float(r["total_pj"]) for r in first) == pytest.approx(float(first[0]["energy_pj"]))
+    code, out, _ = _dse("export", "energy", "--storage", storage, "--layers", "--format", "json")
+    nested = json.loads(out)
+    assert nested["meta"]["objectives"] == ["energy_pj", "cycles"]
+    assert all(len(r["layers"]) == 21 for r in nested["rows"])
     code, out, _ = _dse("studies", "--storage", storage, "--format", "json")
     listed = json.loads(out)["rows"]
     assert [(r["study"], r["trials"]) for r in listed] == [("energy", 18)]

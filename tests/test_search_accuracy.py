@@ -82,12 +82,25 @@ def test_accuracy_is_trained_once_per_plan_and_reused_across_arrays(registry, tm
         assert t.values[1] == pytest.approx(t.user_attrs["accuracy_drop"])
         assert t.constraints["accuracy_drop_over_budget"] == pytest.approx(
             t.user_attrs["accuracy_drop"] - budget)
+        # the list form optuna-dashboard reads holds the same value
+        assert t.system_attrs["constraints"] == [t.constraints["accuracy_drop_over_budget"]]
         layers = {r["layer"]: r for r in db.trial_layers("acc", t.number)}
         assert {k: layers[k]["n_levels"] for k in layers} == {
             k: min(v, 255) for k, v in t.user_attrs["plan"].items()}
         allowed = json.loads(layers["conv2"]["allowed"])
         assert 0 in allowed and len(allowed) == t.user_attrs["plan"]["conv2"] or \
             t.user_attrs["plan"]["conv2"] == 255
+    # Optuna's own API agrees with dse pareto: best_trials are the feasible front's designs
+    from dse_core.search.report import design_key
+    from dse_core.search.results import pareto_rows
+
+    optuna_study = load_study(study.storage, "acc")
+    best = {design_key(t.params, t.user_attrs.get("plan")) for t in optuna_study.best_trials}
+    by_number = {t.number: t for t in optuna_study.trials}
+    front = {design_key(by_number[r["trial"]].params, by_number[r["trial"]].user_attrs["plan"])
+             for r in pareto_rows(optuna_study)}
+    assert best == front and front
+    assert all(t.user_attrs["accuracy_drop"] <= 3.0 for t in optuna_study.best_trials)
     # fewer codes in the big layers means less MAC energy than the full int8 plan, same array
     full = trials[2]
     assert set(full.user_attrs["plan"].values()) == {255} and full.params["cols"] == 16

@@ -318,15 +318,31 @@ def _provenance_lines(prov: dict[str, Any]) -> list[str]:
 @storage_option
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
               show_default=True)
-def export_cmd(name: str, storage: str, fmt: str) -> None:
-    """Every trial of a study, with parameters and metrics."""
-    from dse_core.search.results import load_study, trial_rows
+@click.option("--layers", is_flag=True, help="Also each complete trial's per-layer rows: CSV "
+              "in long format (a row per trial and layer), JSON nested under each trial.")
+def export_cmd(name: str, storage: str, fmt: str, layers: bool) -> None:
+    """Every trial of a study: design parameters, objectives, metrics, plan, error."""
+    from dse_core.search.results import ResultsDB, export_columns, load_study, trial_rows
 
-    rows = trial_rows(load_study(storage, name))
-    first = ["trial", "state"]
-    columns = first + sorted({k for r in rows for k in r} - set(first))
-    click.echo(render([{c: r.get(c) for c in columns} for r in rows], fmt, columns=columns,
-                      meta={"study": name}))
+    study = load_study(storage, name)
+    rows = trial_rows(study)
+    columns = export_columns(study, rows)
+    meta = {"study": name, "objectives": list(study.metric_names or [])}
+    per_layer = ResultsDB(storage, create=False).study_layers(name) if layers else {}
+    if fmt == "json":
+        doc_rows = [{**{c: r.get(c) for c in columns},
+                     **({"layers": per_layer.get(r["trial"], [])} if layers else {})}
+                    for r in rows]
+        click.echo(json.dumps({"meta": meta, "rows": doc_rows}, indent=2, default=str))
+        return
+    flat = [{**r, "plan": json.dumps(r["plan"], sort_keys=True)} if "plan" in r else r
+            for r in rows]
+    if layers:  # long format: the trial's columns repeated on each of its layer rows
+        layer_columns = list(dict.fromkeys(k for v in per_layer.values() for lr in v
+                                           for k in lr))
+        flat = [{**r, **lr} for r in flat for lr in per_layer.get(r["trial"], [])]
+        columns = columns + [c for c in layer_columns if c not in columns]
+    click.echo(render(flat, "csv", columns=columns))
 
 
 @click.command("plot")
@@ -347,4 +363,22 @@ def plot_cmd(name: str, storage: str, output: str, html: bool) -> None:
     click.echo(f"wrote {path}: {data.title()}")
 
 
-COMMANDS = [run_cmd, worker_cmd, studies_cmd, pareto_cmd, show_cmd, export_cmd, plot_cmd]
+@click.command("report")
+@click.argument("name")
+@storage_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="The HTML page to write (default: NAME-report.html here).")
+@click.option("--trial", type=click.IntRange(min=0), default=None,
+              help="The design to take apart (default: the knee of the front).")
+def report_cmd(name: str, storage: str, output: str | None, trial: int | None) -> None:
+    """One self-contained HTML page of a study: the front, one design's per-layer
+    breakdown, the energy composition, the provenance (opens offline)."""
+    from dse_core.search.html_report import write_report
+
+    summary = write_report(storage, name, output or f"{name}-report.html", trial=trial)
+    click.echo(f"report: {summary.path} ({summary.size_bytes / 1e6:.1f} MB; trial "
+               f"{summary.trial}, {summary.chosen_as}; {summary.front} designs on the front)")
+
+
+COMMANDS = [run_cmd, worker_cmd, studies_cmd, pareto_cmd, show_cmd, export_cmd, plot_cmd,
+            report_cmd]

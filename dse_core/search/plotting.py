@@ -15,7 +15,7 @@ from typing import Any
 from dse_core.errors import DseError
 from dse_core.search.report import design_key
 
-__all__ = ["plot_study", "PlotData", "plot_data", "AXIS_LABELS"]
+__all__ = ["plot_study", "PlotData", "plot_data", "pareto_figure", "AXIS_LABELS"]
 
 #: objective -> (axis label with its unit, scale from the stored unit)
 AXIS_LABELS: dict[str, tuple[str, float]] = {
@@ -232,11 +232,22 @@ def _write_png(data: PlotData, output: Path) -> None:
 
 
 def _write_html(data: PlotData, output: Path) -> None:
+    pareto_figure(data).write_html(str(output), include_plotlyjs=True)
+
+
+def plotly() -> Any:
+    """plotly's graph objects, or one line saying how to get them."""
     try:
         import plotly.graph_objects as go
     except ImportError as exc:
-        raise DseError("--html needs plotly: pip install 'systolic-dse[plot]' "
+        raise DseError("this needs plotly: pip install 'systolic-dse[plot]' "
                        "(or pip install plotly)") from exc
+    return go
+
+
+def pareto_figure(data: PlotData) -> Any:
+    """The interactive front: the same designs, front and marks as the PNG."""
+    go = plotly()
     names = data.objectives
     scales = [_label(n)[1] for n in names]
     y_i = 1 if len(names) > 1 else 0
@@ -286,4 +297,4 @@ def _write_html(data: PlotData, output: Path) -> None:
     fig.update_layout(title=data.title(), xaxis_title=_label(names[0])[0],
                       yaxis_title=_label(names[y_i])[0], template="plotly_white",
                       legend={"orientation": "h", "yanchor": "top", "y": -0.15, "x": 0})
-    fig.write_html(str(output), include_plotlyjs=True)
+    return fig

@@ -24,7 +24,8 @@ from dse_core.errors import DseError
 from dse_core.search.report import design_key
 
 __all__ = ["SCHEMA_VERSION", "MEMORY_URL", "ResultsDB", "open_storage", "list_studies",
-           "load_study", "trial_rows", "pareto_rows", "trial_detail", "parse_where", "safe_url"]
+           "load_study", "trial_rows", "export_columns", "pareto_rows", "trial_detail",
+           "parse_where", "safe_url"]
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 2
@@ -280,6 +281,19 @@ class ResultsDB:
             conn.execute(t.delete().where(t.c.study_name == study,
                                           t.c.trial_number == trial_number))
 
+    def study_layers(self, study: str) -> dict[int, list[dict[str, Any]]]:
+        """Every trial's per-layer rows, in one query: trial number -> rows in layer order."""
+        import sqlalchemy as sa
+
+        t = self.t["dse_trial_layers"]
+        out: dict[int, list[dict[str, Any]]] = {}
+        with self.engine.connect() as conn:
+            for r in conn.execute(sa.select(t).where(t.c.study_name == study).order_by(
+                    t.c.trial_number, t.c.position)).mappings():
+                out.setdefault(int(r["trial_number"]), []).append(
+                    {k: v for k, v in r.items() if k not in ("study_name", "trial_number")})
+        return out
+
     def trial_layers(self, study: str, trial_number: int) -> list[dict[str, Any]]:
         import sqlalchemy as sa
 
@@ -450,7 +464,36 @@ def _row(trial: Any) -> dict[str, Any]:
 
 
 def trial_rows(study: Any) -> list[dict[str, Any]]:
-    return [_row(t) for t in study.get_trials(deepcopy=False)]
+    """Every trial's row, with its compression plan (layer -> allowed-set size) when it has
+    one."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row = _row(t)
+        if "plan" in t.user_attrs:
+            row["plan"] = t.user_attrs["plan"]
+        rows.append(row)
+    return rows
+
+
+#: what `dse export` puts after the design parameters and objectives, in this order
+_EXPORT_TAIL = ("feasible", "val_within_budget", "repeat_of", "plan", "error")
+
+
+def export_columns(study: Any, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """`dse export`'s stable column order (docs/cli.md): trial and state; the design
+    parameters (array, mapping, buffers, index storage, then the scheduler's knobs by name);
+    the objectives in the study's order; the other metrics; feasibility, repeats, the plan
+    and the error; anything else by name."""
+    from dse_core.search.report import DESIGN_PARAMS
+
+    present = {k for r in rows for k in r}
+    params = {k for t in study.get_trials(deepcopy=False) for k in t.params}
+    objectives = list(study.metric_names or [])
+    order = (["trial", "state"] + [k for k in DESIGN_PARAMS if k in params]
+             + sorted(params - set(DESIGN_PARAMS)) + objectives
+             + [m for m in _METRICS if m not in objectives] + list(_EXPORT_TAIL))
+    columns = [c for c in dict.fromkeys(order) if c in present]
+    return columns + sorted(present - set(columns))
 
 
 _WHERE = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(<=|>=|==|!=|<|>)\s*(-?[0-9.eE+-]+)\s*$")

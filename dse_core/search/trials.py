@@ -35,6 +35,7 @@ from dse_core.search.results import (
     open_storage,
 )
 from dse_core.search.study_file import SearchStudy
+from dse_core.search.workers import TrialLoop, create_or_load
 from dse_core.types import ArrayConfig, BufferConfig, CompressionPlan, LayerSpec
 
 __all__ = ["Evaluator", "validate", "make_sampler", "create_or_load", "run_worker", "plan_key"]
@@ -428,8 +429,8 @@ class Evaluator:
                 trial.set_user_attr(key, int(value) if key in ("cycles", "onchip_kb")
                                     else value)
         if study.constraints.accuracy_budget_pct is not None:
-            trial.set_constraint("accuracy_drop_over_budget",
-                                 metrics["accuracy_drop"] - study.constraints.accuracy_budget_pct)
+            _set_constraints(trial, {"accuracy_drop_over_budget": metrics["accuracy_drop"]
+                                     - study.constraints.accuracy_budget_pct})
         self.db.write_trial_layers(study.name, trial.number, rows)
         if self._designs is not None:
             self._designs.setdefault(design, trial.number)
@@ -468,8 +469,9 @@ class Evaluator:
             if key not in ("repeat_of", "accuracy_cached"):
                 trial.set_user_attr(key, value)
         trial.set_user_attr("accuracy_cached", "accuracy" in original.user_attrs)
-        for key, value in original.constraints.items():
-            trial.set_constraint(key, value)
+        if original.constraints:  # "0", "1", … are the list form's: written again with it
+            _set_constraints(trial, {k: v for k, v in original.constraints.items()
+                                     if not k.isdigit()})
         self.db.write_trial_layers(self.study.name, trial.number,
                                    self.db.trial_layers(self.study.name, original.number))
         return tuple(original.values)
@@ -495,16 +497,12 @@ class Evaluator:
         return run
 
 
-def create_or_load(study: SearchStudy, storage: Any, sampler: Any) -> Any:
-    import optuna
-
-    optuna_study = optuna.create_study(study_name=study.name, storage=storage, sampler=sampler,
-                                       directions=study.directions, load_if_exists=True)
-    if [d.name.lower() for d in optuna_study.directions] != study.directions:
-        raise DseError(f"study {study.name!r} exists with other objectives; give it a new name")
-    if optuna_study.metric_names != study.objectives:
-        optuna_study.set_metric_names(list(study.objectives))
-    return optuna_study
+def _set_constraints(trial: Any, values: dict[str, float]) -> None:
+    """Optuna 5's named constraints, and the same values as the list under ``constraints``
+    that optuna-dashboard and older Optuna tools read (docs/database.md)."""
+    for key, value in values.items():
+        trial.set_constraint(key, value)
+    trial.storage.set_trial_system_attr(trial._trial_id, "constraints", list(values.values()))
 
 
 def run_worker(registry: Registry, study: SearchStudy, *, worker_index: int = 0,
@@ -514,8 +512,6 @@ def run_worker(registry: Registry, study: SearchStudy, *, worker_index: int = 0,
     trials, whatever the other workers do, or until failures reach ``max(n_trials, 10)``
     (a broken objective must not loop forever); search/workers.py."""
     import optuna
-
-    from dse_core.search.workers import TrialLoop
 
     if threads:
         import torch

@@ -28,9 +28,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from dse_core.errors import DseError
 from dse_core.search.results import MEMORY_URL, ResultsDB
 
-__all__ = ["Heartbeats", "TrialLoop", "study_lock"]
+__all__ = ["Heartbeats", "TrialLoop", "study_lock", "create_or_load"]
 
 _SQLITE_LOCK_FDS: dict[str, int] = {}
 _THREADS = threading.Lock()  # flock does not exclude the threads of one process
@@ -319,3 +320,15 @@ class TrialLoop:
                                                                       frozen.number),
                               "retry_history": [*history, frozen.number]}))
         print(f"trial {frozen.number} failed: {message}", file=sys.stderr)
+
+
+def create_or_load(study: Any, storage: Any, sampler: Any) -> Any:
+    import optuna
+
+    optuna_study = optuna.create_study(study_name=study.name, storage=storage, sampler=sampler,
+                                       directions=study.directions, load_if_exists=True)
+    if [d.name.lower() for d in optuna_study.directions] != study.directions:
+        raise DseError(f"study {study.name!r} exists with other objectives; give it a new name")
+    if optuna_study.metric_names != study.objectives:
+        optuna_study.set_metric_names(list(study.objectives))
+    return optuna_study
