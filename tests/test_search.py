@@ -154,6 +154,7 @@ def test_energy_only_search_records_queries_and_continues(storage, tmp_path):
 
     long = list(csv.DictReader(io.StringIO(out)))
     assert len(long) == 18 * 21 and long[0]["layer"] and long[0]["rows"]
+    assert sum(int(r["layer_cycles"]) for r in long[:21]) == int(long[0]["cycles"])
     first = [r for r in long if r["trial"] == long[0]["trial"]]
     assert sum(float(r["total_pj"]) for r in first) == pytest.approx(float(first[0]["energy_pj"]))
     code, out, _ = _dse("export", "energy", "--storage", storage, "--layers", "--format", "json")

@@ -337,11 +337,15 @@ def export_cmd(name: str, storage: str, fmt: str, layers: bool) -> None:
         return
     flat = [{**r, "plan": json.dumps(r["plan"], sort_keys=True)} if "plan" in r else r
             for r in rows]
-    if layers:  # long format: the trial's columns repeated on each of its layer rows
-        layer_columns = list(dict.fromkeys(k for v in per_layer.values() for lr in v
+    if layers:  # long format: the trial's columns repeated on each of its layer rows; a
+        # layer column named like a trial's (cycles) is prefixed: layer_cycles
+        def name(k: str) -> str:
+            return f"layer_{k}" if k in columns else k
+        layer_columns = list(dict.fromkeys(name(k) for v in per_layer.values() for lr in v
                                            for k in lr))
-        flat = [{**r, **lr} for r in flat for lr in per_layer.get(r["trial"], [])]
-        columns = columns + [c for c in layer_columns if c not in columns]
+        flat = [{**r, **{name(k): v for k, v in lr.items()}} for r in flat
+                for lr in per_layer.get(r["trial"], [])]
+        columns = columns + layer_columns
     click.echo(render(flat, "csv", columns=columns))
 
 
