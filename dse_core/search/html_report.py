@@ -31,6 +31,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "SRAM": ("sram_ifmap_pj", "sram_filter_pj", "sram_ofmap_pj"),
     "DRAM": ("dram_pj",),
 }
+_STATES = {"fail": "failed", "running": "still running", "waiting": "waiting to run"}
 COLOURS = {"MAC switching": "#1f77b4", "PE clock": "#9467bd", "SRAM": "#2ca02c",
            "DRAM": "#d62728"}
 
@@ -155,7 +156,8 @@ def write_report(url: str, name: str, output: str | Path, *, trial: int | None =
         chosen, how = trial, "asked for"
     summary, layers = trial_detail(url, name, chosen)
     if not layers:
-        raise DseError(f"trial {chosen} of study {name!r} is {summary['state']}: it has no "
+        state = _STATES.get(summary["state"], summary["state"])
+        raise DseError(f"trial {chosen} of study {name!r} is {state}: it has no "
                        "per-layer breakdown (choose a complete trial with --trial)")
     go = plotly()
     figures = [("pareto", pareto_figure(data), "front")] + _layer_figures(layers)
