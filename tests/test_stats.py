@@ -55,6 +55,12 @@ def test_statistics_of_a_known_stream():
     assert stats.layers["fc"].activation_sample.shape == (1, 16, 4, 4)  # at least 16 windows
     st = stats.layers["fc"]
     assert st.weight_codes[0].T.tolist() == weight.int().tolist()
+    # the code histogram: counted once per statistics object, and nobody's to change
+    histogram = st.weight_histogram
+    assert histogram.sum() == 8 and histogram[127 + 128] == 2 and histogram[-127 + 128] == 2
+    assert st.weight_histogram is histogram
+    with pytest.raises(ValueError):
+        histogram[0] = 1
     # activation transitions of column k: x[m, k] -> x[m+1, k]; all 12 equally likely
     pairs = np.zeros((256, 256))
     xs = x.reshape(4, 4).int().numpy()

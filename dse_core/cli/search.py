@@ -339,11 +339,11 @@ def export_cmd(name: str, storage: str, fmt: str, layers: bool) -> None:
             for r in rows]
     if layers:  # long format: the trial's columns repeated on each of its layer rows; a
         # layer column named like a trial's (cycles) is prefixed: layer_cycles
-        def name(k: str) -> str:
+        def column(k: str) -> str:
             return f"layer_{k}" if k in columns else k
-        layer_columns = list(dict.fromkeys(name(k) for v in per_layer.values() for lr in v
+        layer_columns = list(dict.fromkeys(column(k) for v in per_layer.values() for lr in v
                                            for k in lr))
-        flat = [{**r, **{name(k): v for k, v in lr.items()}} for r in flat
+        flat = [{**r, **{column(k): v for k, v in lr.items()}} for r in flat
                 for lr in per_layer.get(r["trial"], [])]
         columns = columns + layer_columns
     click.echo(render(flat, "csv", columns=columns))

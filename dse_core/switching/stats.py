@@ -32,6 +32,7 @@ too: the ``exact`` energy model replays them through the PE netlist.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import zipfile
@@ -148,10 +149,14 @@ class LayerStats:
                 raise ValidationError.field(owner, "calibration_class", int(kinds.max()),
                                             f"classes 0..{classes - 1}")
 
-    @property
+    @functools.cached_property
     def weight_histogram(self) -> np.ndarray:
-        """Counts of each int8 code in the layer, indexed code + 128."""
-        return np.bincount(self.weight_codes.ravel().astype(np.int64) + 128, minlength=256)
+        """Counts of each int8 code in the layer, indexed code + 128; counted once per
+        statistics object (a bincount over 25 M codes is ~27 ms on ResNet-50's layers, paid
+        by every evaluation before), read-only so that no caller changes it for the rest."""
+        counts = np.bincount(self.weight_codes.ravel().astype(np.int64) + 128, minlength=256)
+        counts.setflags(write=False)
+        return counts
 
     def matches(self, layer: LayerSpec) -> bool:
         g, k, n = self.weight_codes.shape
