@@ -22,7 +22,8 @@ def main() -> None:
     for _ in range(10):
         layer = LayerStats(layer="all", rows=64, psum_bits=22, msb_bits=4,
                            act_transitions=np.eye(256) / 256, psum_groups=np.ones(5) / 5,
-                           weight_codes=codes, activation_sample=np.zeros((1, 1, 1, 4608), dtype=np.uint8),
+                           weight_codes=codes,
+                           activation_sample=np.zeros((1, 1, 1, 4608), dtype=np.uint8),
                            n_act_transitions=1, n_psum_transitions=1, psum_unchanged=0.0)
         start = time.perf_counter()
         first = layer.weight_histogram

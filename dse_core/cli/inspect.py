@@ -161,6 +161,11 @@ def map_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
               "msb_hamming, global_activation, exact); the model is trained on it if needed.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False),
               help="Trained weights (from `dse train`) instead of the cached training run.")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="Your weights: a torch state_dict file (e.g. torchvision's pretrained "
+              "ones); nothing is trained.")
+@click.option("-D", "--dataset-option", "dataset_options", multiple=True, metavar="KEY=VALUE",
+              help="An option of the dataset, e.g. -D normalize=none; repeatable.")
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True,
               help="Training epochs when no checkpoint is cached.")
 @click.option("--calibration-images", type=click.IntRange(min=2), default=1024,
@@ -177,6 +182,7 @@ def map_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
 def energy_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
                energy_model: str, mac_pj: float | None, sample_folds: int | None,
                options: tuple[str, ...], dataset: str | None, checkpoint: str | None,
+               weights: str | None, dataset_options: tuple[str, ...],
                epochs: int, calibration_images: int, stats_file: str | None, per_weight: bool,
                buffers_text: str, memory_model: str, memory_options: tuple[str, ...],
                clock_gating: str, index_storage: bool, psums: str, input_shape: str | None,
@@ -198,15 +204,27 @@ def energy_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
     model = instantiate(registry.get("energy_model", energy_model), opts)
     stats, char = None, None
     if dataset is not None:
+        import inspect
+
         from dse_core.switching.pipeline import switching_inputs
 
-        if input_shape is not None or batch != 1:
-            raise DseError("--input and --batch come from the dataset when --dataset is given")
+        data_opts = parse_options(dataset_options)
+        if input_shape is not None:  # the dataset resizes its images to it, if it can
+            name = dataset.partition(":")[0]
+            if "shape" not in inspect.signature(
+                    registry.get("dataset", name).factory).parameters:
+                raise DseError(f"--input {input_shape}: the images of dataset {name!r} have "
+                               "one shape; drop --input (imagefolder and fake resize)")
+            data_opts["shape"] = input_shape
         inputs = switching_inputs(registry, workload, dataset, array, checkpoint=checkpoint,
                                   epochs=epochs, calibration_images=calibration_images,
-                                  stats_file=stats_file, progress=show_progress())
+                                  stats_file=stats_file, progress=show_progress(),
+                                  weights=weights, dataset_options=data_opts, batch=batch)
         layers, stats, char = inputs.layers, inputs.stats.layers, inputs.characterization
     else:
+        if weights or dataset_options:
+            raise DseError("--weights and -D need --dataset (the statistics are collected "
+                           "on its images)")
         layers = load_layers(ctx, workload, input_shape, batch)
     if per_weight:
         curves = {layer.name: model.per_weight_energy(layer, (stats or {}).get(layer.name),

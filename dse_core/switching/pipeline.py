@@ -54,15 +54,18 @@ def switching_inputs(
     checkpoint: str | None = None, epochs: int = 5, seed: int = 0,
     calibration_images: int = 1024, batch_size: int = 64, stats_file: str | None = None,
     characterizer: str = DEFAULT_CHARACTERIZER, characterizer_options: dict[str, Any] | None
-    = None, progress: bool = False,
+    = None, progress: bool = False, weights: str | None = None,
+    dataset_options: dict[str, Any] | None = None, batch: int = 1,
 ) -> SwitchingInputs:
     """Everything ``msb_hamming`` / ``global_activation`` / ``exact`` need, from the caches
-    where possible."""
+    where possible. With ``weights`` (a state_dict) the model is never trained; ``batch``
+    is the batch the array streams (the statistics do not depend on it)."""
     import torch
 
     model, meta, splits = trained_model(registry, model_ref, dataset, epochs=epochs, seed=seed,
-                                        checkpoint=checkpoint, progress=progress)
-    layers = layers_from_module(model, splits.input_shape)
+                                        checkpoint=checkpoint, progress=progress,
+                                        weights=weights, dataset_options=dataset_options)
+    layers = layers_from_module(model, splits.input_shape, batch=batch)
     stats: NetworkStats | None = None
     if stats_file is not None:
         stats = NetworkStats.load(stats_file)
@@ -84,7 +87,12 @@ def switching_inputs(
                             path, exc)
         if stats is None:
             n = min(calibration_images, len(splits.train))
-            images = torch.stack([splits.train[i][0] for i in range(n)])
+            indices: Any = range(n)
+            if progress:  # decoding and resizing a folder of photos takes a while
+                from tqdm import tqdm
+
+                indices = tqdm(indices, desc="loading images", unit="image")
+            images = torch.stack([splits.train[i][0] for i in indices])
             stats = collect_stats(model, layers, list(images.split(batch_size)),
                                   rows=array.rows, psum_bits=array.psum_bits, seed=seed,
                                   meta={"model": model_ref, "dataset": splits.name,

@@ -28,8 +28,19 @@ class DatasetSplits:
 
 def load_dataset(registry: Registry, name: str, options: dict[str, Any] | None = None
                  ) -> DatasetSplits:
+    """The dataset ``name`` with its ``options``; ``NAME:FOLDER`` is short for the option
+    ``root = FOLDER`` (``imagefolder:images/``, ``cifar10:data/cifar10``)."""
+    import inspect
+
+    name, sep, root = name.partition(":")
     record = registry.get("dataset", name)
     assert isinstance(record, DatasetPlugin)
+    options = dict(options or {})
+    if sep:
+        if "root" not in inspect.signature(record.factory).parameters:
+            raise DseError(f"dataset {name!r} reads no folder: {name}:{root} is not a dataset "
+                           f"(give --dataset {name})")
+        options["root"] = root
     splits = instantiate(record, options)
     if not isinstance(splits, DatasetSplits):
         raise DseError(f"dataset {name!r} returned {type(splits).__name__}, expected "

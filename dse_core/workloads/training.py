@@ -17,7 +17,7 @@ from dse_core.host.registry import Registry
 from dse_core.workloads.datasets import DatasetSplits, load_dataset
 from dse_core.workloads.layers import build_model
 
-__all__ = ["train_classifier", "accuracy", "save_checkpoint", "load_checkpoint",
+__all__ = ["load_weights", "train_classifier", "accuracy", "save_checkpoint", "load_checkpoint",
            "trained_model", "CHECKPOINT_FORMAT"]
 
 log = logging.getLogger(__name__)
@@ -126,12 +126,67 @@ def load_checkpoint(registry: Registry, path: str | Path, model_ref: str | None 
     return model, {k: v for k, v in doc.items() if k != "state_dict"}
 
 
+def load_weights(registry: Registry, path: str | Path, model_ref: str,
+                 input_shape: tuple[int, int, int], num_classes: int) -> Any:
+    """``model_ref`` with the user's weights: a ``state_dict`` saved by torch (torchvision's
+    pretrained files are), read with ``weights_only=True`` (no code unpickled). A classifier
+    of another class count than the dataset's (ImageNet's 1,000) is built with the count the
+    weights hold; any other mismatch is one line naming the tensor."""
+    import torch
+
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise DseError(f"--weights {path}: no such file") from exc
+    except Exception as exc:  # the unpickler's errors on arbitrary bytes, or unsafe content
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise DseError(f"--weights {path}: not a torch state_dict ({type(exc).__name__}"
+                       f"{': ' + first[:200] if first else ''})") from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # a dse checkpoint, or a trainer's {"state_dict": …}
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(v, torch.Tensor) for v in state.values()):
+        raise DseError(f"--weights {path}: expected a state_dict (parameter name -> tensor), "
+                       f"got {type(state).__name__}")
+    model, _ = build_model(registry, model_ref, input_shape=input_shape,
+                           num_classes=num_classes)
+    own = model.state_dict()
+    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    classes = {int(state[k].shape[0]) for k in wrong if state[k].ndim in (1, 2)}
+    if wrong and len(classes) == 1 and len(wrong) <= 2:  # the classifier's weight and bias
+        model, _ = build_model(registry, model_ref, input_shape=input_shape,
+                               num_classes=classes.pop())
+        own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        what = (f"{len(missing)} tensors missing (first {missing[0]!r})" if missing else
+                f"{len(unexpected)} unknown tensors (first {unexpected[0]!r})" if unexpected
+                else f"{wrong[0]!r} has shape {tuple(state[wrong[0]].shape)}, the model's "
+                     f"{tuple(own[wrong[0]].shape)}")
+        raise DseError(f"--weights {path}: not weights of {model_ref}: {what}")
+    model.load_state_dict(state)
+    model.eval()
+    return model
+
+
 def trained_model(registry: Registry, model_ref: str, dataset: str, *, epochs: int = 5,
-                  seed: int = 0, checkpoint: str | Path | None = None, progress: bool = True
-                  ) -> tuple[Any, dict[str, Any], DatasetSplits]:
-    """The model trained on ``dataset``: from ``checkpoint`` if given, else from the cache,
-    else trained now and cached under ``checkpoints/`` of the cache directory."""
-    splits = load_dataset(registry, dataset)
+                  seed: int = 0, checkpoint: str | Path | None = None, progress: bool = True,
+                  weights: str | Path | None = None, dataset_options: dict[str, Any] | None
+                  = None) -> tuple[Any, dict[str, Any], DatasetSplits]:
+    """The model for ``dataset``: with the user's ``weights`` (no training), from
+    ``checkpoint`` if given, else from the cache, else trained now and cached under
+    ``checkpoints/`` of the cache directory."""
+    splits = load_dataset(registry, dataset, dataset_options)
+    if weights is not None:
+        if checkpoint is not None:
+            raise DseError("give --weights or --checkpoint, not both")
+        model = load_weights(registry, weights, model_ref, splits.input_shape,
+                             splits.num_classes)
+        return model, {"model": model_ref, "dataset": splits.name, "path": str(weights),
+                       "weights": str(weights)}, splits
     if checkpoint is None:
         safe = model_ref.replace(":", "_")
         # n2: the shipped models' layers were renamed (conv1, fc1, … instead of 0, 3, …)

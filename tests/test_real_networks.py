@@ -1,0 +1,123 @@
+"""The user's own weights and images (issue 14): a folder of images in ImageFolder layout, a
+torch ``state_dict`` instead of training, and ``--input`` / ``--batch`` beside ``--dataset``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dse_core import DseError
+
+
+def _folder(root: Path, classes: tuple[str, ...] = ("cat", "dog"), per_class: int = 5,
+            size: tuple[int, int] = (36, 44)) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def test_an_image_folder_is_resized_cropped_and_split(registry, tmp_path):
+    from dse_core.workloads.datasets import load_dataset
+
+    root = _folder(tmp_path / "images")
+    splits = load_dataset(registry, f"imagefolder:{root}", {"shape": "3x24x24"})
+    assert splits.input_shape == (3, 24, 24) and splits.num_classes == 2
+    assert len(splits.train) + len(splits.val) == 10 and len(splits.val) == 2
+    image, label = splits.train[0]
+    assert tuple(image.shape) == (3, 24, 24) and label in (0, 1)
+    assert image.min() < 0  # ImageNet normalisation moves values below zero
+    plain = load_dataset(registry, "imagefolder", {"root": str(root), "shape": "1x20x20",
+                                                   "normalize": "none"})
+    grey = plain.train[0][0]
+    assert tuple(grey.shape) == (1, 20, 20) and 0 <= float(grey.min()) <= float(grey.max()) <= 1
+    assert splits.name != plain.name  # caches tell the two apart
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.mkdir(), "Couldn't find any class folder"),
+    (lambda p: (p / "a").mkdir(parents=True) or (p / "a" / "x.txt").write_text("x"),
+     "Found no valid file"),
+    (lambda p: None, "no such folder"),
+])
+def test_a_folder_without_images_is_one_line(registry, tmp_path, make, message):
+    from dse_core.workloads.datasets import load_dataset
+
+    root = tmp_path / "images"
+    make(root)
+    with pytest.raises(DseError, match=message) as caught:
+        load_dataset(registry, f"imagefolder:{root}")
+    assert "\n" not in str(caught.value)
+
+
+def test_weights_of_the_user_replace_training(registry, tmp_path):
+    import torch
+
+    from dse_core.workloads.layers import build_model
+    from dse_core.workloads.training import load_weights
+
+    torch.manual_seed(1)
+    model, _ = build_model(registry, "lenet5", num_classes=10)
+    path = tmp_path / "lenet5.pt"
+    torch.save(model.state_dict(), path)
+    # a 2-class folder, a 10-class classifier: built with the class count the weights hold
+    loaded = load_weights(registry, path, "lenet5", (1, 28, 28), num_classes=2)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor)
+    other, _ = build_model(registry, "vgg8", num_classes=10)
+    torch.save(other.state_dict(), tmp_path / "vgg8.pt")
+    (tmp_path / "junk.pt").write_bytes(b"\x80\x02 not a pickle")
+    torch.save({"w": [1, 2, 3]}, tmp_path / "lists.pt")
+    for name, message in (("vgg8.pt", "not weights of lenet5"), ("junk.pt", "not a torch "
+                          "state_dict"), ("lists.pt", "expected a state_dict"),
+                          ("missing.pt", "no such file")):
+        with pytest.raises(DseError, match=message) as caught:
+            load_weights(registry, tmp_path / name, "lenet5", (1, 28, 28), 2)
+        assert "\n" not in str(caught.value)
+
+
+def _dse(*args: str) -> subprocess.CompletedProcess[str]:
+    """In the session's cache (the characterisation other tests made is reused)."""
+    return subprocess.run([sys.executable, "-m", "dse_core.cli", *args], env=dict(os.environ),
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_energy_of_a_network_with_its_weights_on_a_folder_at_a_batch(registry, tmp_path):
+    """`dse energy … --weights W --dataset imagefolder:DIR --input … --batch …`: no training
+    (no checkpoint in the cache), the batch streams through the array (cycles grow), the
+    statistics and so the MAC energy per image stay."""
+    import torch
+
+    from dse_core.workloads.layers import build_model
+
+    root = _folder(tmp_path / "images")
+    model, _ = build_model(registry, "lenet5", num_classes=10)
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    runs = {}
+    for batch in (1, 4):
+        done = _dse("energy", "lenet5", "--weights", str(tmp_path / "w.pt"), "--dataset",
+                    f"imagefolder:{root}", "--input", "1x28x28", "--batch", str(batch),
+                    "--array", "16x16", "--energy-model", "msb_hamming",
+                    "--calibration-images", "8", "--format", "json")
+        assert done.returncode == 0, done.stderr
+        runs[batch] = json.loads(done.stdout)["total"]
+    checkpoints = Path(os.environ["DSE_CACHE_DIR"]) / "checkpoints"
+    assert not list(checkpoints.glob("lenet5-imagefolder*"))  # nothing was trained
+    assert runs[4]["cycles"] > 1.3 * runs[1]["cycles"]
+    assert runs[4]["mac_switching_pj"] == pytest.approx(4 * runs[1]["mac_switching_pj"],
+                                                        rel=0.05)
+    bad = _dse("energy", "lenet5", "--weights", str(tmp_path / "w.pt"), "--dataset",
+               "mnist5k", "--input", "1x32x32", "--array", "16x16")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "the images of dataset 'mnist5k' have one shape" in bad.stderr
