@@ -93,17 +93,26 @@ def _dse(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=600)
 
 
-def test_energy_of_a_network_with_its_weights_on_a_folder_at_a_batch(registry, tmp_path):
-    """`dse energy … --weights W --dataset imagefolder:DIR --input … --batch …`: no training
-    (no checkpoint in the cache), the batch streams through the array (cycles grow), the
-    statistics and so the MAC energy per image stay."""
+@pytest.fixture(scope="module")
+def photos(registry, tmp_path_factory):
+    """A folder of images and LeNet-5 weights, shared so the statistics are collected once."""
     import torch
 
     from dse_core.workloads.layers import build_model
 
+    tmp_path = tmp_path_factory.mktemp("photos")
     root = _folder(tmp_path / "images")
+    torch.manual_seed(0)
     model, _ = build_model(registry, "lenet5", num_classes=10)
     torch.save(model.state_dict(), tmp_path / "w.pt")
+    return root, tmp_path
+
+
+def test_energy_of_a_network_with_its_weights_on_a_folder_at_a_batch(photos):
+    """`dse energy … --weights W --dataset imagefolder:DIR --input … --batch …`: no training
+    (no checkpoint in the cache), the batch streams through the array (cycles grow), the
+    statistics and so the MAC energy per image stay."""
+    root, tmp_path = photos
     runs = {}
     for batch in (1, 4):
         done = _dse("energy", "lenet5", "--weights", str(tmp_path / "w.pt"), "--dataset",
@@ -121,3 +130,57 @@ def test_energy_of_a_network_with_its_weights_on_a_folder_at_a_batch(registry, t
                "mnist5k", "--input", "1x32x32", "--array", "16x16")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "the images of dataset 'mnist5k' have one shape" in bad.stderr
+
+
+SEARCH = """
+name = "own"
+n_trials = 3
+objectives = ["energy_pj", "cycles"]
+[workload]
+model = "lenet5"
+dataset = "imagefolder:{root}"
+weights = "{weights}"
+input = "1x28x28"
+batch = 4
+[space]
+rows = [16]
+cols = [8, 16]
+[energy]
+model = "msb_hamming"
+calibration_images = 8
+[sampler]
+name = "grid"
+"""
+
+
+def test_a_search_on_the_users_weights_and_images(registry, photos, tmp_path):
+    from .test_search import _dse as dse_in_process
+    from .test_search import _load
+
+    root, weights = photos[0], photos[1] / "w.pt"
+    path = tmp_path / "own.toml"
+    path.write_text(SEARCH.format(root=root, weights=weights))
+    storage = f"sqlite:///{tmp_path / 'own.db'}"
+    code, _, err = dse_in_process("run", str(path), "--storage", storage)
+    assert code == 0, err
+    trials = _load(storage, "own").trials
+    assert sorted(t.params["cols"] for t in trials) == [8, 16]  # the grid, once each
+    energy_cli = _dse("energy", "lenet5", "--weights", str(weights), "--dataset",
+                      f"imagefolder:{root}", "--input", "1x28x28", "--batch", "4", "--array",
+                      "16x16", "--energy-model", "msb_hamming", "--calibration-images", "8",
+                      "--format", "json")
+    total = json.loads(energy_cli.stdout)["total"]
+    searched = next(t for t in trials if t.params["cols"] == 16)
+    assert searched.user_attrs["energy_pj"] == pytest.approx(total["total_pj"], rel=1e-9)
+    # weights of another model: one line before anything is written
+    import torch
+
+    from dse_core.workloads.layers import build_model
+
+    torch.save(build_model(registry, "vgg8", num_classes=10)[0].state_dict(),
+               tmp_path / "vgg8.pt")
+    path.write_text(SEARCH.format(root=root, weights=tmp_path / "vgg8.pt"))
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    code, _, err = dse_in_process("run", str(path), "--storage", other)
+    assert code == 2 and "not weights of lenet5" in err
+    assert not (tmp_path / "other.db").exists()

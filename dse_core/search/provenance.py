@@ -25,7 +25,8 @@ def _plugins_used(study: SearchStudy) -> list[tuple[str, str]]:
     if w.model:
         kinds.append(("model", w.model.split(":")[0]))
     if w.dataset:
-        kinds += [("dataset", w.dataset), ("characterizer", study.energy.characterizer)]
+        kinds += [("dataset", w.dataset.partition(":")[0]),
+                  ("characterizer", study.energy.characterizer)]
     if study.space.compression:
         kinds += [("selector", study.compression.policy),
                   ("scheduler", study.compression.scheduler)]
@@ -53,7 +54,8 @@ def provenance(registry: Registry, study: SearchStudy) -> dict[str, Any]:
             packages[dist] = None
     w = study.workload
     files = {key: {"path": str(Path(value).resolve()), "digest": _digest(value)}
-             for key, value in (("topology", w.topology), ("checkpoint", w.checkpoint))
+             for key, value in (("topology", w.topology), ("checkpoint", w.checkpoint),
+                                ("weights", w.weights))
              if value and Path(value).is_file()}
     workload = w.topology or f"{w.model}/{w.dataset}"
     return {"plugins": plugins, "packages": packages,

@@ -38,15 +38,29 @@ SAMPLERS = ("tpe", "nsga2", "nsga3", "gp", "random", "grid")
 
 class SearchWorkload(StudyModel):
     model: str | None = None
-    dataset: str | None = None
+    dataset: str | None = Field(None, description="dataset plugin, or NAME:FOLDER "
+                                "(imagefolder:photos/)")
+    dataset_options: dict[str, Any] = Field(default_factory=dict)
     checkpoint: str | None = None
+    weights: str | None = Field(None, description="a torch state_dict file: nothing trained")
+    input: str | None = Field(None, description="C x H x W the dataset's images are resized to")
+    batch: int = Field(1, ge=1, le=4096, description="images the array streams per inference")
     topology: str | None = Field(None, description="a SCALE-Sim topology CSV (energy/latency)")
 
     @model_validator(mode="after")
     def _one_source(self) -> SearchWorkload:
         if (self.model is None) == (self.topology is None):
             raise ValueError("give either workload.model or workload.topology")
+        if self.weights is not None and self.checkpoint is not None:
+            raise ValueError("give workload.weights or workload.checkpoint, not both")
+        if (self.weights or self.input or self.dataset_options) and self.dataset is None:
+            raise ValueError("workload.weights, input and dataset_options need "
+                             "workload.dataset")
         return self
+
+    def data_options(self) -> dict[str, Any]:
+        """The dataset's options, with ``input`` as its ``shape``."""
+        return {**self.dataset_options, **({"shape": self.input} if self.input else {})}
 
 
 class Dimension(StudyModel):
@@ -245,7 +259,10 @@ def load_search_study(path: str | Path, overrides: list[str] | tuple[str, ...] =
     w = study.workload
     updates["workload"] = w.model_copy(update={
         "topology": _absolute(w.topology, path.parent),
-        "checkpoint": _absolute(w.checkpoint, path.parent)})
+        "checkpoint": _absolute(w.checkpoint, path.parent),
+        "weights": _absolute(w.weights, path.parent),
+        "dataset": _absolute_dataset(w.dataset, path.parent),
+        "dataset_options": _absolute_options(w.dataset_options, path.parent)})
     updates["energy"] = updates.get("energy", study.energy).model_copy(update={
         "options": _absolute_options(study.energy.options, path.parent),
         "characterizer_options": _absolute_options(study.energy.characterizer_options,
@@ -275,3 +292,11 @@ def _absolute_options(options: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Plugin options that name existing files (``table = "power.toml"``), made absolute."""
     return {k: _absolute(v, folder) if isinstance(v, str) and ("/" in v or "." in v) else v
             for k, v in options.items()}
+
+
+def _absolute_dataset(value: str | None, folder: Path) -> str | None:
+    """``NAME:FOLDER`` with the folder made absolute."""
+    if value is None or ":" not in value:
+        return value
+    name, _, root = value.partition(":")
+    return f"{name}:{_absolute(root, folder)}"

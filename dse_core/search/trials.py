@@ -34,6 +34,7 @@ from dse_core.search.results import (
     ResultsDB,
     open_storage,
 )
+from dse_core.search.samplers import make_sampler
 from dse_core.search.study_file import SearchStudy
 from dse_core.search.workers import TrialLoop, create_or_load
 from dse_core.types import ArrayConfig, BufferConfig, CompressionPlan, LayerSpec
@@ -79,7 +80,14 @@ def validate(registry: Registry, study: SearchStudy) -> None:
         load_checkpoint(registry, w.checkpoint, w.model)
     if w.dataset:
         registry.get("model", (w.model or "").split(":")[0])
-        registry.get("dataset", w.dataset)
+        from dse_core.workloads.datasets import load_dataset
+
+        splits = load_dataset(registry, w.dataset, w.data_options())  # a folder, its images
+        if w.weights:
+            from dse_core.workloads.training import load_weights
+
+            load_weights(registry, w.weights, w.model or "", splits.input_shape,
+                         splits.num_classes)
         from dse_core.types import default_psum_bits
 
         instantiate(registry.get("characterizer", study.energy.characterizer),
@@ -104,42 +112,6 @@ def validate(registry: Registry, study: SearchStudy) -> None:
         scheduler = instantiate(registry.get("scheduler", c.scheduler), c.scheduler_options)
         knobs = {k.name: k for k in scheduler.knobs(["layer"])}
     make_sampler(study, 0, knobs)
-
-
-def make_sampler(study: SearchStudy, worker_index: int, knob_space: dict[str, Any]) -> Any:
-    """The study's sampler, seeded per worker so workers do not suggest the same designs."""
-    import optuna
-
-    seed = study.seed + 1000 * worker_index
-    opts = dict(study.sampler.options)
-    name = study.sampler.name
-    try:
-        if name == "tpe":
-            return optuna.samplers.TPESampler(**{"multivariate": True, "seed": seed, **opts})
-        if name == "nsga2":
-            return optuna.samplers.NSGAIISampler(**{"seed": seed, **opts})
-        if name == "nsga3":
-            return optuna.samplers.NSGAIIISampler(**{"seed": seed, **opts})
-        if name == "gp":
-            return optuna.samplers.GPSampler(**{"seed": seed, **opts})
-        if name == "random":
-            return optuna.samplers.RandomSampler(**{"seed": seed, **opts})
-        grid: dict[str, list[Any]] = {"rows": study.space.rows.choices(),
-                                      "cols": study.space.cols.choices()}
-        if len(study.space.mapping_choices()) > 1:
-            grid[study.space.mapping_param] = list(study.space.mapping_choices())
-        grid.update(study.space.memory_dimensions())
-        for key, value in knob_space.items():
-            if value.kind == "categorical":
-                grid[key] = list(value.choices)
-            elif value.kind == "int" and not value.log:
-                grid[key] = list(range(int(value.low), int(value.high) + 1))
-            else:
-                raise DseError(f"sampler.name = 'grid': knob {key!r} is continuous; use "
-                               "another sampler or a scheduler with discrete knobs")
-        return optuna.samplers.GridSampler(grid, **{"seed": seed, **opts})
-    except TypeError as exc:
-        raise DseError(f"sampler.options = {opts}: {exc}") from exc
 
 
 @dataclass
@@ -188,12 +160,14 @@ class Evaluator:
                     seed=self.study.seed, calibration_images=self.study.energy.calibration_images,
                     characterizer=self.study.energy.characterizer,
                     characterizer_options=self.study.energy.characterizer_options,
-                    progress=self.progress)
+                    progress=self.progress, weights=w.weights,
+                    dataset_options=w.data_options(), batch=w.batch)
                 self._inputs[rows] = _RowsInputs(si.layers, si.stats, si.characterization)
             else:
                 from dse_core.workloads.layers import load_workload
 
-                layers = load_workload(self.registry, w.topology or w.model or "")
+                layers = load_workload(self.registry, w.topology or w.model or "",
+                                       batch=w.batch)
                 self._inputs[rows] = _RowsInputs(list(layers), None, None)
         return self._inputs[rows]
 
@@ -217,7 +191,8 @@ class Evaluator:
         array = ArrayConfig(rows, 64, dataflow=dataflow)  # type: ignore[arg-type]
         maps = [mapper.map(layer, array) for layer in inputs.layers]
         guide = _EnergyView(self.energy_model, inputs.layers, maps, inputs.stats, inputs.char)
-        splits = load_dataset(self.registry, s.workload.dataset or "")
+        splits = load_dataset(self.registry, s.workload.dataset or "",
+                              s.workload.data_options())
         data = _split_data(splits, s.training.tune_images)
         compress_study = CompressStudy.model_validate({
             "name": s.name, "seed": s.seed,
@@ -256,7 +231,9 @@ class Evaluator:
         model, meta, _ = trained_model(self.registry, s.workload.model or "",
                                        s.workload.dataset or "",
                                        epochs=s.training.float_epochs, seed=s.seed,
-                                       checkpoint=s.workload.checkpoint, progress=False)
+                                       checkpoint=s.workload.checkpoint, progress=False,
+                                       weights=s.workload.weights,
+                                       dataset_options=s.workload.data_options())
         x_fit = data["fit"][0]
         n_cal = s.training.calibration_batches * s.training.batch_size
         net = quantize_network(model.to(device).eval(), [
