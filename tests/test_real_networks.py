@@ -184,3 +184,32 @@ def test_a_search_on_the_users_weights_and_images(registry, photos, tmp_path):
     code, _, err = dse_in_process("run", str(path), "--storage", other)
     assert code == 2 and "not weights of lenet5" in err
     assert not (tmp_path / "other.db").exists()
+
+
+def test_every_shipped_study_file_validates():
+    """Each file of studies/ reads and validates as the kind it is (search or compression)."""
+    from dse_core.compression.study import load_study
+    from dse_core.search.study_file import load_search_study
+
+    from .conftest import ROOT
+
+    files = sorted((ROOT / "studies").glob("*.toml"))
+    assert len(files) >= 6
+    for path in files:
+        text = path.read_text()
+        study = load_search_study(path) if "[space]" in text else load_study(path)
+        assert study.name == path.stem
+
+
+def test_the_imagenet_study_without_its_folder_stops_in_one_line(tmp_path):
+    from .conftest import ROOT
+
+    storage = f"sqlite:///{tmp_path / 'r.db'}"
+    done = subprocess.run([sys.executable, "-m", "dse_core.cli", "run",
+                           str(ROOT / "studies" / "resnet50_imagefolder.toml"), "--storage",
+                           storage], capture_output=True, text=True, timeout=300)
+    if (ROOT / "data" / "imagenet-sample").is_dir():
+        pytest.skip("data/imagenet-sample exists here: the study would run")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert str(ROOT / "data" / "imagenet-sample") in done.stderr
+    assert not (tmp_path / "r.db").exists()

@@ -161,9 +161,9 @@ def map_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
               "msb_hamming, global_activation, exact); the model is trained on it if needed.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False),
               help="Trained weights (from `dse train`) instead of the cached training run.")
-@click.option("--weights", type=click.Path(dir_okay=False),
+@click.option("--weights", metavar="FILE|random",
               help="Your weights: a torch state_dict file (e.g. torchvision's pretrained "
-              "ones); nothing is trained.")
+              "ones), or 'random' (seeded initialisation); nothing is trained.")
 @click.option("-D", "--dataset-option", "dataset_options", multiple=True, metavar="KEY=VALUE",
               help="An option of the dataset, e.g. -D normalize=none; repeatable.")
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True,

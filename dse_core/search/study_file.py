@@ -42,7 +42,8 @@ class SearchWorkload(StudyModel):
                                 "(imagefolder:photos/)")
     dataset_options: dict[str, Any] = Field(default_factory=dict)
     checkpoint: str | None = None
-    weights: str | None = Field(None, description="a torch state_dict file: nothing trained")
+    weights: str | None = Field(None, description="a torch state_dict file, or \"random\" "
+                                "(seeded initialisation): nothing trained")
     input: str | None = Field(None, description="C x H x W the dataset's images are resized to")
     batch: int = Field(1, ge=1, le=4096, description="images the array streams per inference")
     topology: str | None = Field(None, description="a SCALE-Sim topology CSV (energy/latency)")
@@ -260,7 +261,7 @@ def load_search_study(path: str | Path, overrides: list[str] | tuple[str, ...] =
     updates["workload"] = w.model_copy(update={
         "topology": _absolute(w.topology, path.parent),
         "checkpoint": _absolute(w.checkpoint, path.parent),
-        "weights": _absolute(w.weights, path.parent),
+        "weights": w.weights if w.weights == "random" else _absolute(w.weights, path.parent),
         "dataset": _absolute_dataset(w.dataset, path.parent),
         "dataset_options": _absolute_options(w.dataset_options, path.parent)})
     updates["energy"] = updates.get("energy", study.energy).model_copy(update={
@@ -276,22 +277,23 @@ def load_search_study(path: str | Path, overrides: list[str] | tuple[str, ...] =
     return study.model_copy(update=updates)
 
 
-def _absolute(value: str | None, folder: Path) -> str | None:
+def _absolute(value: str | None, folder: Path, *, only_existing: bool = False) -> str | None:
     """A relative file name made absolute: as given (from the working folder) when it exists
-    there, else from the study file's folder; a name that is neither stays as it is (the
-    validation names it)."""
+    there, else from the study file's folder (where the validation then says it is
+    missing)."""
     if value is None or "\x00" in value or Path(value).is_absolute():
         return value
-    for base in (Path.cwd(), folder):
-        if (base / value).exists():
-            return str((base / value).resolve())
-    return value
+    if (Path.cwd() / value).exists():
+        return str((Path.cwd() / value).resolve())
+    if only_existing and not (folder / value).exists():
+        return value
+    return str((folder / value).resolve())
 
 
 def _absolute_options(options: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Plugin options that name existing files (``table = "power.toml"``), made absolute."""
-    return {k: _absolute(v, folder) if isinstance(v, str) and ("/" in v or "." in v) else v
-            for k, v in options.items()}
+    return {k: _absolute(v, folder, only_existing=True)
+            if isinstance(v, str) and ("/" in v or "." in v) else v for k, v in options.items()}
 
 
 def _absolute_dataset(value: str | None, folder: Path) -> str | None:

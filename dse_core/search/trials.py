@@ -83,7 +83,7 @@ def validate(registry: Registry, study: SearchStudy) -> None:
         from dse_core.workloads.datasets import load_dataset
 
         splits = load_dataset(registry, w.dataset, w.data_options())  # a folder, its images
-        if w.weights:
+        if w.weights and w.weights != "random":
             from dse_core.workloads.training import load_weights
 
             load_weights(registry, w.weights, w.model or "", splits.input_shape,
@@ -239,7 +239,8 @@ class Evaluator:
         net = quantize_network(model.to(device).eval(), [
             b.to(device) for b in x_fit[:n_cal].split(s.training.batch_size)],
             x_fit[:1].to(device))
-        digest = hashlib.sha256(Path(meta["path"]).read_bytes()).hexdigest()[:16]
+        digest = (hashlib.sha256(Path(meta["path"]).read_bytes()).hexdigest()[:16]
+                  if meta.get("path") else f"random:{s.seed}")
         key = content_hash("qat-baseline/1", digest, s.model_dump_json(include={
             "seed", "training"}))
         path = cache_dir("qat") / f"{key}.pt"

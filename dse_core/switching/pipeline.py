@@ -75,7 +75,9 @@ def switching_inputs(
             raise DseError(f"{stats_file}: statistics were collected on another model "
                            f"(fingerprint {stats.fingerprint}, this model's {expected})")
     else:
-        key = content_hash(STATS_FORMAT, _file_hash(meta["path"]), splits.name,
+        weights_id = (_file_hash(meta["path"]) if meta.get("path") else
+                      f"random:{model_ref}:{seed}")  # --weights random: the seed is the model
+        key = content_hash(STATS_FORMAT, weights_id, splits.name,
                            str(array.rows), str(array.psum_bits), str(calibration_images),
                            str(seed))
         path = cache_dir("stats") / f"{key}.npz"

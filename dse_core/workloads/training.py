@@ -126,6 +126,11 @@ def load_checkpoint(registry: Registry, path: str | Path, model_ref: str | None 
     return model, {k: v for k, v in doc.items() if k != "state_dict"}
 
 
+#: ``--weights random``: the model's seeded initialisation, nothing trained (energy studies
+#: that need a network of the right shape, not a trained one)
+RANDOM_WEIGHTS = "random"
+
+
 def load_weights(registry: Registry, path: str | Path, model_ref: str,
                  input_shape: tuple[int, int, int], num_classes: int) -> Any:
     """``model_ref`` with the user's weights: a ``state_dict`` saved by torch (torchvision's
@@ -183,6 +188,15 @@ def trained_model(registry: Registry, model_ref: str, dataset: str, *, epochs: i
     if weights is not None:
         if checkpoint is not None:
             raise DseError("give --weights or --checkpoint, not both")
+        if str(weights) == RANDOM_WEIGHTS:  # seeded initialisation: runs anywhere, untrained
+            import torch
+
+            torch.manual_seed(seed)
+            model, _ = build_model(registry, model_ref, input_shape=splits.input_shape,
+                                   num_classes=splits.num_classes)
+            model.eval()
+            return model, {"model": model_ref, "dataset": splits.name, "weights": "random",
+                           "path": None, "seed": seed}, splits
         model = load_weights(registry, weights, model_ref, splits.input_shape,
                              splits.num_classes)
         return model, {"model": model_ref, "dataset": splits.name, "path": str(weights),
