@@ -97,6 +97,7 @@ def switching_inputs(
             images = torch.stack([splits.train[i][0] for i in indices])
             stats = collect_stats(model, layers, list(images.split(batch_size)),
                                   rows=array.rows, psum_bits=array.psum_bits, seed=seed,
+                                  progress=progress,
                                   meta={"model": model_ref, "dataset": splits.name,
                                         "checkpoint": meta["path"]})
             stats.save(path)

@@ -505,10 +505,11 @@ def collect_stats(
     max_transitions: int = 1 << 16, psum_pixels: int | None = None,
     psum_pe_cycles: int = 1 << 19, calibration_per_class: int = 128, sample_pixels: int = 9,
     sample_windows: int = 1024, sample_bytes: int = 1 << 20,
-    seed: int = 0, meta: Mapping[str, Any] | None = None,
+    seed: int = 0, meta: Mapping[str, Any] | None = None, progress: bool = False,
 ) -> NetworkStats:
     """Quantise ``model`` (BN folded, int8 weights, uint8 activations calibrated on
-    ``batches``) and measure every layer's statistics on the same batches."""
+    ``batches``) and measure every layer's statistics on the same batches (``progress``:
+    a bar with ETA over the batches)."""
     import torch
 
     if not batches:
@@ -545,8 +546,11 @@ def collect_stats(
 
     handles = [m.register_forward_hook(hook) for m in modules]
     try:
+        from tqdm import tqdm
+
         with torch.no_grad():
-            for x in batches:
+            for x in tqdm(batches, desc="switching statistics", unit="batch",
+                          disable=not progress):
                 calls.clear()
                 folded(x)
     finally:
