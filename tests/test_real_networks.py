@@ -213,3 +213,24 @@ def test_the_imagenet_study_without_its_folder_stops_in_one_line(tmp_path):
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert str(ROOT / "data" / "imagenet-sample") in done.stderr
     assert not (tmp_path / "r.db").exists()
+
+
+def test_stats_and_compress_studies_take_the_users_weights(photos, tmp_path):
+    from dse_core.compression.study import load_study
+
+    from .conftest import ROOT
+
+    root, folder = photos
+    done = _dse("stats", "lenet5", "--weights", str(folder / "w.pt"), "--dataset",
+                f"imagefolder:{root}", "-D", "shape=1x28x28", "--rows", "16",
+                "--calibration-images", "8", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert [r["layer"] for r in json.loads(done.stdout)["rows"]] == ["conv1", "conv2", "fc1",
+                                                                      "fc2", "fc3"]
+    study = load_study(ROOT / "studies" / "lenet5_mnist5k.toml",
+                       ['workload.weights="random"', f'workload.dataset="imagefolder:{root}"',
+                        'workload.input="1x28x28"'])
+    assert study.workload.data_options() == {"shape": "1x28x28"}
+    with pytest.raises(DseError, match="workload.weights or workload.checkpoint, not both"):
+        load_study(ROOT / "studies" / "lenet5_mnist5k.toml",
+                   ['workload.weights="random"', 'workload.checkpoint="c.pt"'])

@@ -112,6 +112,10 @@ def characterize_cmd(ctx: click.Context, rtl: str | None, top: str, table: str |
 @click.option("--rows", type=click.IntRange(min=1), default=64, show_default=True,
               help="Array rows (the psum statistics depend on the fold height).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False))
+@click.option("--weights", metavar="FILE|random",
+              help="A torch state_dict file, or 'random'; nothing is trained.")
+@click.option("-D", "--dataset-option", "dataset_options", multiple=True, metavar="KEY=VALUE",
+              help="An option of the dataset (e.g. -D shape=3x224x224); repeatable.")
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--calibration-images", type=click.IntRange(min=2), default=1024,
               show_default=True)
@@ -120,15 +124,18 @@ def characterize_cmd(ctx: click.Context, rtl: str | None, top: str, table: str |
 @format_option
 @click.pass_context
 def stats_cmd(ctx: click.Context, model: str, dataset: str, rows: int, checkpoint: str | None,
-              epochs: int, calibration_images: int, output: str | None, fmt: str) -> None:
+              weights: str | None, dataset_options: tuple[str, ...], epochs: int,
+              calibration_images: int, output: str | None, fmt: str) -> None:
     """Per-layer switching statistics of MODEL's int8 version on real images."""
     import numpy as np
 
+    from dse_core.cli.group import parse_options
     from dse_core.switching.pipeline import switching_inputs
 
     inputs = switching_inputs(registry_of(ctx), model, dataset, ArrayConfig(rows=rows, cols=1),
                               checkpoint=checkpoint, epochs=epochs,
-                              calibration_images=calibration_images, progress=show_progress())
+                              calibration_images=calibration_images, progress=show_progress(),
+                              weights=weights, dataset_options=parse_options(dataset_options))
     if output:
         inputs.stats.save(output)
     out = []

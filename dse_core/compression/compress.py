@@ -415,10 +415,11 @@ def run_compression(registry: Registry, study: CompressStudy, *, progress: bool 
         registry, study.workload.model, study.workload.dataset, array,
         checkpoint=study.workload.checkpoint, epochs=study.training.float_epochs,
         seed=study.seed, calibration_images=study.energy.calibration_images,
-        characterizer=study.energy.characterizer, progress=progress)
+        characterizer=study.energy.characterizer, progress=progress,
+        weights=study.workload.weights, dataset_options=study.workload.data_options())
     from dse_core.workloads.datasets import load_dataset
 
-    splits = load_dataset(registry, study.workload.dataset)
+    splits = load_dataset(registry, study.workload.dataset, study.workload.data_options())
     data = _split_data(splits, study.training.tune_images)
     mappings = [mapping.map(layer, array) for layer in inputs.layers]
     energy_models = {name: instantiate(registry.get("energy_model", name)) for name in

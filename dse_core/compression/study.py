@@ -14,7 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic import ValidationError as PydanticValidationError
 
 from dse_core.errors import DseError, read_user_text
@@ -41,9 +48,24 @@ class StudyModel(BaseModel):
 
 class Workload(StudyModel):
     model: str = Field(description="model reference, e.g. lenet5, resnet20, torchvision:NAME")
-    dataset: str = Field(description="dataset plugin name, e.g. mnist5k")
+    dataset: str = Field(description="dataset plugin name, e.g. mnist5k, or NAME:FOLDER "
+                         "(imagefolder:photos/)")
     checkpoint: str | None = Field(None, description="trained float checkpoint; else trained "
                                    "and cached")
+    weights: str | None = Field(None, description="or a torch state_dict file (the float "
+                                "network; nothing pre-trained), or \"random\"")
+    dataset_options: dict[str, Any] = Field(default_factory=dict)
+    input: str | None = Field(None, description="C x H x W the dataset's images are resized to")
+
+    @model_validator(mode="after")
+    def _one_network(self) -> Workload:
+        if self.weights is not None and self.checkpoint is not None:
+            raise ValueError("give workload.weights or workload.checkpoint, not both")
+        return self
+
+    def data_options(self) -> dict[str, Any]:
+        """The dataset's options, with ``input`` as its ``shape``."""
+        return {**self.dataset_options, **({"shape": self.input} if self.input else {})}
 
 
 class Array(StudyModel):
