@@ -89,6 +89,9 @@ def test_the_report_of_a_chosen_trial_and_its_errors(study, tmp_path):
     code, _, err = _dse("report", "page", "--storage", storage, "-o", str(missing),
                         "--trial", "99")
     assert code == 2 and "has no trial 99" in err and not missing.exists()
+    code, _, err = _dse("report", "page", "--storage", storage, "-o",
+                        str(tmp_path / "no" / "such" / "folder.html"))
+    assert code == 2 and "cannot write the report" in err
 
 
 def test_the_html_plot_draws_the_front(study, tmp_path):

@@ -218,7 +218,10 @@ Report written {datetime.now(UTC).isoformat(timespec="seconds")} from
 </body></html>
 """
     output = Path(output)
-    output.write_text(page, encoding="utf-8")
+    try:
+        output.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise DseError(f"-o {output}: cannot write the report ({exc.strerror or exc})") from exc
     return ReportSummary(output, chosen, how, len(data.front), output.stat().st_size)
 
 
