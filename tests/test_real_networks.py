@@ -117,8 +117,8 @@ def test_energy_of_a_network_with_its_weights_on_a_folder_at_a_batch(photos):
     for batch in (1, 4):
         done = _dse("energy", "lenet5", "--weights", str(tmp_path / "w.pt"), "--dataset",
                     f"imagefolder:{root}", "--input", "1x28x28", "--batch", str(batch),
-                    "--array", "16x16", "--energy-model", "msb_hamming",
-                    "--calibration-images", "8", "--format", "json")
+                    "--array", "16x16", "--energy-model", "msb_hamming", "-o",
+                    "layer_calibration=false", "--calibration-images", "8", "--format", "json")
         assert done.returncode == 0, done.stderr
         runs[batch] = json.loads(done.stdout)["total"]
     checkpoints = Path(os.environ["DSE_CACHE_DIR"]) / "checkpoints"
@@ -147,6 +147,7 @@ rows = [16]
 cols = [8, 16]
 [energy]
 model = "msb_hamming"
+options = {{ layer_calibration = false }}  # the plumbing is tested here, not the calibration
 calibration_images = 8
 [sampler]
 name = "grid"
@@ -167,8 +168,8 @@ def test_a_search_on_the_users_weights_and_images(registry, photos, tmp_path):
     assert sorted(t.params["cols"] for t in trials) == [8, 16]  # the grid, once each
     energy_cli = _dse("energy", "lenet5", "--weights", str(weights), "--dataset",
                       f"imagefolder:{root}", "--input", "1x28x28", "--batch", "4", "--array",
-                      "16x16", "--energy-model", "msb_hamming", "--calibration-images", "8",
-                      "--format", "json")
+                      "16x16", "--energy-model", "msb_hamming", "-o", "layer_calibration=false",
+                      "--calibration-images", "8", "--format", "json")
     total = json.loads(energy_cli.stdout)["total"]
     searched = next(t for t in trials if t.params["cols"] == 16)
     assert searched.user_attrs["energy_pj"] == pytest.approx(total["total_pj"], rel=1e-9)
