@@ -128,13 +128,17 @@ class Heartbeats:
         import sqlalchemy as sa
 
         t = self.table
-        with self.engine.begin() as conn:
-            now = float(conn.execute(sa.select(self.now)).scalar_one())
-            beats = {int(n): float(s) for n, s in conn.execute(
+        with self.engine.connect() as conn:  # read only: a write after a read in one SQLite
+            now = float(conn.execute(sa.select(self.now)).scalar_one())  # transaction fails
+            beats = {int(n): float(s) for n, s in conn.execute(  # if another wrote between
                 sa.select(t.c.trial_number, t.c.beat_s).where(t.c.study_name == self.study))}
-            for number in sorted(running - set(beats)):
-                conn.execute(t.insert().values(study_name=self.study, trial_number=number,
-                                               beat_s=now))
+        for number in sorted(running - set(beats)):
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(t.insert().values(study_name=self.study, trial_number=number,
+                                                   beat_s=now))
+            except sa.exc.IntegrityError:
+                pass  # its worker beat this moment: alive
         self.forget(sorted(set(beats) - running))  # left by a worker killed after its tell
         return sorted(n for n in running & set(beats) if now - beats[n] > grace_s)
 
