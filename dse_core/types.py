@@ -233,6 +233,12 @@ class LayerMapping:
     ``row_folds`` x ``col_folds`` tiles of at most rows x cols PEs; every fold costs
     ``cycles_per_fold`` (padded tiles take as long as full ones). Fold tiles are regular, so
     the active PEs of each fold follow from the four ``*_fold*`` fields (see :meth:`tiles`).
+
+    ``groups_per_fold`` > 1 packs that many groups of a grouped layer into one fold, block-
+    diagonally (group j on rows [jK, (j+1)K) and columns [jN, (j+1)N)): a group's rows carry
+    its own input channels, so groups cannot share rows or columns. The off-block PEs of the
+    packed rectangle hold weight 0 and pass activations right and partial sums down
+    (:attr:`passthrough_pe_folds`): they clock while the fold streams, gated or not.
     """
 
     layer: str
@@ -246,12 +252,22 @@ class LayerMapping:
     col_folds: int
     cycles_per_fold: int
     macs: int
+    groups_per_fold: int = 1
 
     def __post_init__(self) -> None:
         owner = "LayerMapping"
         for name in ("groups", "spatial_rows", "spatial_cols", "streamed", "row_folds",
-                     "col_folds", "cycles_per_fold", "macs"):
+                     "col_folds", "cycles_per_fold", "macs", "groups_per_fold"):
             _positive_int(owner, name, getattr(self, name))
+        packed = self.groups_per_fold
+        if packed > 1 and (packed > self.groups
+                           or packed * self.spatial_rows > self.array.rows
+                           or packed * self.spatial_cols > self.array.cols):
+            raise ValidationError.field(
+                owner, "groups_per_fold", packed,
+                f"at most groups = {self.groups}, and groups_per_fold x {self.spatial_rows} "
+                f"x {self.spatial_cols} PEs within the {self.array.rows}x{self.array.cols} "
+                "array")
         if self.row_folds != -(-self.spatial_rows // self.array.rows):
             raise ValidationError.field(
                 owner, "row_folds", self.row_folds, "ceil(spatial_rows / array.rows)"
@@ -262,8 +278,13 @@ class LayerMapping:
             )
 
     @property
+    def group_folds(self) -> int:
+        """Folds the groups take: ceil(groups / groups_per_fold)."""
+        return -(-self.groups // self.groups_per_fold)
+
+    @property
     def folds(self) -> int:
-        return self.groups * self.row_folds * self.col_folds
+        return self.group_folds * self.row_folds * self.col_folds
 
     @property
     def cycles(self) -> int:
@@ -283,9 +304,25 @@ class LayerMapping:
         return self.groups * self.spatial_rows * self.spatial_cols
 
     @property
+    def passthrough_pe_folds(self) -> int:
+        """Sum over packed folds of their off-block PEs: b blocks of K x N PEs in a
+        (bK) x (bN) rectangle leave b (b - 1) K N PEs that only pass data on."""
+        if self.groups_per_fold == 1:
+            return 0
+        full, last = divmod(self.groups, self.groups_per_fold)
+        blocks = self.spatial_rows * self.spatial_cols
+        return blocks * (full * self.groups_per_fold * (self.groups_per_fold - 1)
+                         + last * (last - 1))
+
+    @property
+    def clocked_pe_folds(self) -> int:
+        """PE-folds that must clock while a fold streams: its tiles and pass-through PEs."""
+        return self.active_pe_folds + self.passthrough_pe_folds
+
+    @property
     def idle_pe_folds(self) -> int:
-        """Sum over folds of the PEs left idle by partial tiles."""
-        return self.folds * self.array.pe_count - self.active_pe_folds
+        """Sum over folds of the PEs left idle (no data) by partial tiles."""
+        return self.folds * self.array.pe_count - self.clocked_pe_folds
 
     @property
     def mapping_efficiency(self) -> float:
@@ -298,7 +335,8 @@ class LayerMapping:
         return self.macs / (self.cycles * self.array.pe_count)
 
     def tiles(self) -> Iterator[FoldTile]:
-        """Every fold in execution order: group, then row fold, then column fold."""
+        """Every tile in execution order: group, then row fold, then column fold (a packed
+        fold holds the tiles of its groups_per_fold groups)."""
         for group in range(self.groups):
             for r in range(self.row_folds):
                 rows = self.array.rows if r < self.row_folds - 1 else self.last_fold_rows

@@ -40,7 +40,7 @@ class ConstantEnergy:
             return array.pe_count * mapping.cycles
         skew = 0 if array.clock_gating == "idle_and_skew" else array.rows + array.cols - 2
         preload = mapping.cycles_per_fold - mapping.streamed - (array.rows + array.cols - 2)
-        return mapping.active_pe_folds * (mapping.streamed + skew + max(preload, 0))
+        return mapping.clocked_pe_folds * (mapping.streamed + skew + max(preload, 0))
 
     def layer_energy(
         self, layer: LayerSpec, mapping: LayerMapping, codes: np.ndarray | None = None,

@@ -53,16 +53,17 @@ def _check(name: str, layer: LayerSpec, mapping: LayerMapping | None, stats: Any
 
 def array_terms(mapping: LayerMapping, char: MacCharacterization) -> dict[str, float]:
     """The array's clock as its clock gating leaves it (``ArrayConfig.clock_gating``):
-    ``none`` clocks every PE every cycle; ``idle`` gates the PEs outside each fold's tile
-    (their streamed, skew and preload cycles); ``idle_and_skew`` also gates a tile PE's skew
-    cycles, so a PE clocks only while it streams or shifts weights. A gated cycle costs
-    nothing here: the gating cell's own energy is shared by a whole row or column."""
+    ``none`` clocks every PE every cycle; ``idle`` gates the PEs a fold leaves without data
+    (outside its tiles and their pass-through PEs: streamed, skew and preload cycles);
+    ``idle_and_skew`` also gates a clocked PE's skew cycles, so a PE clocks only while it
+    streams or shifts weights. A gated cycle costs nothing here: the gating cell's own energy
+    is shared by a whole row or column."""
     array = mapping.array
     rows, cols, pes = array.rows, array.cols, array.pe_count
     gating = array.clock_gating
-    clocked = mapping.active_pe_folds if gating != "none" else mapping.folds * pes
+    clocked = mapping.clocked_pe_folds if gating != "none" else mapping.folds * pes
     return {
-        "clock_pj": mapping.active_pe_folds * mapping.streamed * char.clock_pj,
+        "clock_pj": mapping.clocked_pe_folds * mapping.streamed * char.clock_pj,
         "idle_pj": (0.0 if gating != "none"
                     else mapping.idle_pe_folds * mapping.streamed * char.clock_pj),
         "fill_drain_pj": (0.0 if gating == "idle_and_skew"
@@ -140,7 +141,9 @@ class SwitchingEnergy:
         else:
             histogram = np.bincount(np.asarray(codes).ravel().astype(np.int64) + 128,
                                     minlength=256).astype(np.float64)
-        mac = mapping.streamed * float(histogram @ curve)
+        # a packed fold's pass-through PEs hold weight 0 and see the layer's activations
+        mac = mapping.streamed * (float(histogram @ curve)
+                                  + mapping.passthrough_pe_folds * float(curve[128]))
         return LayerEnergy(layer=layer.name, mac_switching_pj=mac, cycles=mapping.cycles,
                            macs=layer.macs, **array_terms(mapping, characterization))
 
@@ -160,6 +163,7 @@ class ExactEnergy:
         self.sample_folds, self.max_windows = sample_folds, max_windows
         self.max_pe_cycles = max_pe_cycles
         self._netlists: dict[str, Any] = {}
+        self._passthrough = SwitchingEnergy("msb_hamming", False)
 
     def _netlist(self, char: MacCharacterization) -> Any:
         if char.key not in self._netlists:
@@ -237,6 +241,9 @@ class ExactEnergy:
         per_pe_cycle = (sum(f["exact_pj"] * f["scale"] for f in folds)
                         / sum(f["pe_cycles"] * f["scale"] for f in folds))
         mac = per_pe_cycle * mapping.active_pe_folds * mapping.streamed
+        if mapping.passthrough_pe_folds:  # no MAC of the layer to replay: weight 0's curve
+            zero_pj = self._passthrough.per_weight_energy(layer, stats, characterization)[128]
+            mac += float(zero_pj) * mapping.passthrough_pe_folds * mapping.streamed
         return LayerEnergy(layer=layer.name, mac_switching_pj=mac, cycles=mapping.cycles,
                            macs=layer.macs, **array_terms(mapping, characterization))
 

@@ -13,6 +13,12 @@ os         M             N             K          R + C + K - 2
 
 These are SCALE-Sim 3.0.0's stall-free counts (``systolic_compute_{ws,is,os}.py``); its
 reports print one less. Every fold costs the full-array time. See docs/mapping.md.
+
+A grouped layer runs one group per fold in the ``*_tile`` mappings, as SCALE-Sim runs a
+depthwise (``DP``) layer: one layer per channel, so their cycles agree. ``ws_packed`` places
+``b = min(R // spatial_rows, C // spatial_cols)`` groups per fold where that is more than one
+(block-diagonally: a group needs its own rows for its channels and its own columns for its
+outputs), so a depthwise 3x3 layer on a 64x64 array runs 7 channels per fold instead of one.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ class TileMapping:
     dataflow: str
     placement: Callable[[int, int, int], tuple[int, int, int]]
     preload: bool
+    pack_groups: bool = False
 
     def map(self, layer: LayerSpec, array: ArrayConfig) -> LayerMapping:
         if array.dataflow != self.dataflow:
@@ -64,11 +71,14 @@ class TileMapping:
         )
         rows, cols = array.rows, array.cols
         per_fold = (rows if self.preload else 0) + rows + cols + streamed - 2
+        packed = 1
+        if self.pack_groups and layer.groups > 1:
+            packed = max(1, min(layer.groups, rows // spatial_rows, cols // spatial_cols))
         return LayerMapping(
             layer=layer.name, mapping=self.name, array=array, groups=layer.groups,
             spatial_rows=spatial_rows, spatial_cols=spatial_cols, streamed=streamed,
             row_folds=-(-spatial_rows // rows), col_folds=-(-spatial_cols // cols),
-            cycles_per_fold=per_fold, macs=layer.macs,
+            cycles_per_fold=per_fold, macs=layer.macs, groups_per_fold=packed,
         )
 
 
@@ -78,6 +88,11 @@ def dse_register_mappings(register):  # type: ignore[no-untyped-def]
         name="ws_tile", dataflow="ws",
         factory=lambda: TileMapping("ws_tile", "ws", _ws, preload=True),
         summary="weight-stationary tiles; SCALE-Sim-exact cycles (the paper's mapping)",
+    ))
+    register(MappingPlugin(
+        name="ws_packed", dataflow="ws",
+        factory=lambda: TileMapping("ws_packed", "ws", _ws, preload=True, pack_groups=True),
+        summary="weight-stationary tiles, several groups of a grouped/depthwise layer per fold",
     ))
     register(MappingPlugin(
         name="os_tile", dataflow="os",

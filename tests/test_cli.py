@@ -32,7 +32,7 @@ def test_plugins_table_lists_kind_name_summary_provider_version(capsys):
 def test_plugins_json_and_kind_filter(capsys):
     code, out, _ = run(capsys, "plugins", "--kind", "mapping", "--format", "json")
     rows = json.loads(out)["rows"]
-    assert code == 0 and [r["name"] for r in rows] == ["is_tile", "os_tile", "ws_tile"]
+    assert code == 0 and [r["name"] for r in rows] == ["is_tile", "os_tile", "ws_packed", "ws_tile"]
     code, _, err = run(capsys, "plugins", "--kind", "mappings")
     assert code == 2 and err.startswith("error: --kind 'mappings': expected one of mapping")
 

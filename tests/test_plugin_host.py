@@ -40,7 +40,7 @@ def plugin_module(name, **hooks):
 
 
 def test_shipped_plugins_come_through_the_entry_point_group(registry):
-    assert registry.names("mapping") == ["is_tile", "os_tile", "ws_tile"]
+    assert registry.names("mapping") == ["is_tile", "os_tile", "ws_packed", "ws_tile"]
     assert "constant" in registry.names("energy_model")
     assert {"lenet5", "resnet20", "vgg8", "torchvision"} <= set(registry.names("model"))
     ws = registry.get("mapping", "ws_tile")
@@ -188,7 +188,7 @@ def test_records_are_typed_and_validated():
 
 def test_unknown_plugin_and_unknown_option(registry):
     with pytest.raises(UnknownPluginError, match="unknown mapping 'rs_tile'; known: is_tile, "
-                                                 "os_tile, ws_tile"):
+                                                 "os_tile, ws_packed, ws_tile"):
         registry.get("mapping", "rs_tile")
     with pytest.raises(DseError, match="option 'mac_nj' is not accepted by 'constant'; "
                                        "accepted: mac_pj"):

@@ -235,3 +235,45 @@ def test_stats_and_compress_studies_take_the_users_weights(photos, tmp_path):
     with pytest.raises(DseError, match="workload.weights or workload.checkpoint, not both"):
         load_study(ROOT / "studies" / "lenet5_mnist5k.toml",
                    ['workload.weights="random"', 'workload.checkpoint="c.pt"'])
+
+
+def test_a_terminal_sees_a_bar_with_eta_on_every_slow_step(photos):
+    """On a terminal, `dse energy` shows bars (count, rate, ETA) for loading images,
+    statistics, their partial-sum replay and the first evaluation's per-layer calibration;
+    the table still goes to stdout alone."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    root, tmp_path = photos
+    leader, follower = pty.openpty()
+    # a new pty is 0 columns wide, where tqdm draws empty bars: give it a terminal's size
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "dse_core.cli", "energy", "lenet5", "--weights",
+             str(tmp_path / "w.pt"), "--dataset", f"imagefolder:{root}", "--input",
+             "1x28x28", "--array", "16x16", "--energy-model", "msb_hamming",
+             "--calibration-images", "9", "--format", "json"],
+            env=dict(os.environ), stdout=subprocess.PIPE, stderr=follower,
+            text=True, timeout=600)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 1 << 16)
+            except OSError:  # the child's side is closed: everything was read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+    terminal = b"".join(chunks).decode(errors="replace")
+    assert done.returncode == 0, terminal
+    assert json.loads(done.stdout)["total"]["layer"] == "total"
+    for bar in ("loading images", "switching statistics", "partial sums", "layer energies"):
+        assert bar in terminal, (bar, terminal)
+    assert "layer energies: 100%" in terminal and "5/5" in terminal   # LeNet-5's 5 layers
+    assert terminal.count("<") >= 4  # tqdm's elapsed<remaining

@@ -81,7 +81,8 @@ def layers_cmd(ctx: click.Context, workload: str, input_shape: str | None, batch
 
 def _map_rows(layers: Sequence[LayerSpec], mappings: Sequence[Any]) -> list[dict[str, Any]]:
     return [{"layer": s.name, "M": s.gemm_m, "K": s.gemm_k, "N": s.gemm_n, "groups": m.groups,
-             "row_folds": m.row_folds, "col_folds": m.col_folds, "folds": m.folds,
+             "groups_per_fold": m.groups_per_fold, "row_folds": m.row_folds,
+             "col_folds": m.col_folds, "folds": m.folds,
              "cycles_per_fold": m.cycles_per_fold, "cycles": m.cycles, "macs": m.macs,
              "mapping_eff_pct": round(100 * m.mapping_efficiency, 3),
              "util_pct": round(100 * m.utilisation, 3)} for s, m in zip(layers, mappings,
@@ -235,7 +236,7 @@ def energy_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
                                            "unit": "pJ per busy PE cycle"}))
         return
     result = evaluate_network(layers, array, mapper, model, stats=stats, characterization=char,
-                              memory=memory)
+                              memory=memory, progress=show_progress())
     rows, total = energy_rows(result.energy)
     meta: dict[str, Any] = {"workload": workload, "array": str(array), "mapping": mapping,
                             "energy_model": energy_model, **opts, "clock_gating": clock_gating,

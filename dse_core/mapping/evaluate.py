@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,29 +85,33 @@ def evaluate_network(
     characterization: Any = None,
     memory: Any = None,
     n_levels: Mapping[str, int] | None = None,
+    progress: bool = False,
 ) -> NetworkEvaluation:
     """Mappings and energies of every layer. ``codes``, ``stats`` and ``n_levels`` (allowed-set
     sizes, for index storage) are per layer name; with ``memory`` (a
     :class:`~dse_core.mapping.system.MemorySetting`) the energies include the buffers and
-    DRAM, otherwise they are the PE array's alone."""
+    DRAM, otherwise they are the PE array's alone. ``progress`` shows a bar over the layers:
+    a first evaluation calibrates each layer and counts its accesses (seconds per layer on
+    an ImageNet-size network), later ones take milliseconds."""
     mappings = map_network(layers, array, mapping)
-    energies = [
-        energy_model.layer_energy(
-            layer, m,
-            codes=(codes or {}).get(layer.name),
-            stats=(stats or {}).get(layer.name),
-            characterization=characterization,
-        )
-        for layer, m in zip(layers, mappings, strict=True)
-    ]
-    traffic: tuple[LayerTraffic, ...] | None = None
-    if memory is not None:
-        from dse_core.mapping.system import with_memory
+    pairs: Iterable[tuple[LayerSpec, LayerMapping]] = zip(layers, mappings, strict=True)
+    if progress:
+        from tqdm import tqdm
 
-        pairs = [with_memory(e, layer, m, memory,
-                             n_levels=(n_levels or {}).get(layer.name.split("#")[0]))
-                 for e, layer, m in zip(energies, layers, mappings, strict=True)]
-        energies = [e for e, _ in pairs]
-        traffic = tuple(t for _, t in pairs)
+        pairs = tqdm(list(pairs), desc="layer energies", unit="layer")
+    from dse_core.mapping.system import with_memory
+
+    energies, counts = [], []
+    for layer, m in pairs:
+        energy = energy_model.layer_energy(
+            layer, m, codes=(codes or {}).get(layer.name),
+            stats=(stats or {}).get(layer.name), characterization=characterization)
+        if memory is not None:
+            energy, layer_traffic = with_memory(
+                energy, layer, m, memory,
+                n_levels=(n_levels or {}).get(layer.name.split("#")[0]))
+            counts.append(layer_traffic)
+        energies.append(energy)
+    traffic = tuple(counts) if memory is not None else None
     return NetworkEvaluation(tuple(layers), tuple(mappings), NetworkEnergy(tuple(energies)),
                              traffic)

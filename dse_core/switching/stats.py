@@ -25,7 +25,9 @@ For each conv/linear layer of an int8 network and an array of ``rows`` rows:
 
 Transitions are sampled uniformly (``max_transitions`` activation pairs; for the psums,
 consecutive-vector pairs up to ``psum_pe_cycles`` busy PE-cycles per layer, at least 32 pairs;
-both spread over the batches) so collecting stays within a few inference passes. The layer's
+both spread over the batches; a wide layer's partial sums on a uniform sample of its output
+columns, :mod:`dse_core.switching.psum_replay`) so collecting stays within a few inference
+passes. The layer's
 int8 weight codes and short runs of consecutive im2col rows, taken at random places, are kept
 too: the ``exact`` energy model replays them through the PE netlist.
 """
@@ -45,6 +47,7 @@ import numpy as np
 
 from dse_core.cache import atomic_write, content_hash
 from dse_core.errors import DseError, ValidationError
+from dse_core.switching.psum_replay import PsumTally, psum_columns
 from dse_core.types import LayerSpec, default_psum_bits
 
 __all__ = ["LayerStats", "NetworkStats", "collect_stats", "cycle_class", "psum_group",
@@ -252,14 +255,6 @@ class NetworkStats:
         return cls(fingerprint, meta, layers)
 
 
-def _bit_length(values: np.ndarray) -> np.ndarray:
-    """Bit length of |v| for int32 values (0 for 0): smear the top bit down, count ones."""
-    x = np.abs(values.astype(np.int64)).astype(np.uint32)
-    for shift in (1, 2, 4, 8, 16):
-        x |= x >> shift
-    return np.bitwise_count(x)
-
-
 _OPTIONAL_ARRAYS = ("cycle_classes", "calibration_cycles", "calibration_class")
 
 
@@ -332,7 +327,7 @@ class _LayerAccumulator:
     def __init__(self, spec: LayerSpec, codes: np.ndarray, rows: int, psum_bits: int,
                  msb_bits: int, act_budget: int, psum_pixels: int, sample_pixels: int,
                  windows_per_batch: int, max_windows: int, rng: np.random.Generator,
-                 per_class: int) -> None:
+                 per_class: int, psum_columns: np.ndarray) -> None:
         import torch
 
         self.spec, self.rows = spec, rows
@@ -351,8 +346,7 @@ class _LayerAccumulator:
         folds = -(-k // rows)
         padded = np.zeros((g, folds * rows, n), dtype=np.int32)
         padded[:, :k] = self.codes
-        self.weights = torch.from_numpy(padded)
-        self.active_row = torch.from_numpy(np.arange(folds * rows) < k).reshape(folds, rows)
+        self.weights = torch.from_numpy(np.ascontiguousarray(padded[:, :, psum_columns]))
 
     def add(self, x: Any, cols: _Im2col) -> None:
         import torch
@@ -392,55 +386,22 @@ class _LayerAccumulator:
         before = activation_codes(torch.cat([a for a, _ in self.act_pairs]), quant).long()
         after = activation_codes(torch.cat([b for _, b in self.act_pairs]), quant).long()
         act_counts = torch.bincount(before * 256 + after, minlength=65536).numpy()
-        magnitude = np.zeros(self.psum_bits, dtype=np.int64)
-        class_counts = np.zeros(n_cycle_classes(self.msb_bits), dtype=np.int64)
-        candidates: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        tally = PsumTally(self.psum_bits, self.msb_bits, n_cycle_classes(self.msb_bits),
+                          self.per_class, self.rng)
         rows, k = self.rows, self.spec.gemm_k
-        folds = self.weights.shape[1] // rows
         codes = activation_codes(torch.cat(self.psum_rows, dim=2), quant).to(torch.int32)
         pairs = codes.shape[2]
         # chunks of vector pairs bound the (2, pairs, K, N) partial-sum tensors' memory
-        chunk = max(1, PSUM_CHUNK_CYCLES // (folds * rows * self.weights.shape[2]))
+        chunk = max(1, PSUM_CHUNK_CYCLES // (self.weights.shape[1] * self.weights.shape[2]))
         for group in range(self.spec.groups):
             for lo in range(0, pairs, chunk):
-                part = codes[group, :, lo:lo + chunk]
-                a = torch.zeros(2, part.shape[1], folds * rows, dtype=torch.int32)
-                a[:, :, :k] = part
-                prod = a[..., None] * self.weights[group]                 # (2, P, Kp, N)
-                prod = prod.reshape(2, part.shape[1], folds, rows, -1)
-                p_in = torch.cumsum(prod, dim=3) - prod                    # rows above only
-                # busy PEs are exactly the first K of the padded rows: slice, don't mask
-                p_in = p_in.reshape(2, part.shape[1], folds * rows, -1)[:, :, :k]
-                held = p_in[0].numpy().reshape(-1)                         # (P * K * N,)
-                moved = p_in[1].numpy().reshape(-1)
-                n = p_in.shape[-1]
-                diff = held ^ moved
-                msb_group = np.bitwise_count((diff >> (self.psum_bits - self.msb_bits))
-                                             & ((1 << self.msb_bits) - 1))
-                magnitude += np.bincount(np.minimum(_bit_length(held), self.psum_bits - 1),
-                                         minlength=self.psum_bits)
-                act0, act1 = part[0].numpy().reshape(-1), part[1].numpy().reshape(-1)
-                act_moved = np.repeat((act0 != act1).astype(np.uint8), n)   # per PE-cycle
-                kinds = _class_of(diff != 0, msb_group, act_moved)
-                counts = np.bincount(kinds, minlength=len(class_counts))
-                class_counts += counts
-                # per_class members of each class: from one batch of uniform draws where the
-                # class is common enough, else from its member list
-                draws = self.rng.integers(0, len(kinds), 128 * self.per_class)
-                drawn_kinds = kinds[draws]
-                for kind in np.flatnonzero(counts):
-                    picks = draws[drawn_kinds == kind][:self.per_class]
-                    if len(picks) < self.per_class:
-                        picks = self.rng.choice(np.flatnonzero(kinds == kind), self.per_class)
-                    candidates.append((np.stack([act0[picks // n], act1[picks // n],
-                                                 held[picks], moved[picks]]).astype(np.int64),
-                                       np.full(self.per_class, kind),
-                                       np.full(self.per_class, counts[kind], np.float64)))
+                tally.add(codes[group, :, lo:lo + chunk], self.weights[group], rows, k)
+        class_counts, magnitude = tally.class_counts, tally.magnitude
         # psum groups and unchanged psums follow from the classes: a psum that holds is group 0
         psum_counts = class_counts[2::2] + class_counts[3::2]
         psum_counts[0] += class_counts[0] + class_counts[1]
         unchanged = int(class_counts[0] + class_counts[1])
-        cycles, kinds = self._stratified(candidates, class_counts)
+        cycles, kinds = tally.stratified()
         return LayerStats(
             layer=self.spec.name, rows=self.rows, psum_bits=self.psum_bits,
             msb_bits=self.msb_bits,
@@ -458,24 +419,6 @@ class _LayerAccumulator:
             cycle_classes=class_counts / class_counts.sum() if class_counts.sum()
             else np.eye(len(class_counts))[0],
             calibration_cycles=cycles, calibration_class=kinds)
-
-    def _stratified(self, candidates: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                    class_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``per_class`` cycles of each class present: every chunk offered ``per_class`` of its
-        cycles of the class, each standing for count / per_class cycles, and the final draw
-        weighs them so."""
-        if not candidates:
-            return np.zeros((4, 0), np.int64), np.zeros(0, np.int64)
-        cycles = np.concatenate([c for c, _, _ in candidates], axis=1)
-        kinds = np.concatenate([k for _, k, _ in candidates])
-        weights = np.concatenate([w for _, _, w in candidates])
-        chosen = []
-        for kind in np.flatnonzero(class_counts):
-            members = np.flatnonzero(kinds == kind)
-            prob = weights[members] / weights[members].sum()
-            chosen.append(np.sort(self.rng.choice(members, self.per_class, p=prob)))
-        pick = np.concatenate(chosen)
-        return cycles[:, pick], kinds[pick]
 
 
 def _quantised(model: Any, layers: Sequence[LayerSpec], example: Any
@@ -502,7 +445,8 @@ def collect_stats(
     model: Any, layers: Sequence[LayerSpec], batches: Sequence[Any], *, rows: int,
     psum_bits: int | None = None, msb_bits: int | None = None,
     max_transitions: int = 1 << 16, psum_pixels: int | None = None,
-    psum_pe_cycles: int = 1 << 19, calibration_per_class: int = 128, sample_pixels: int = 9,
+    psum_pe_cycles: int = 1 << 19, psum_max_pe_cycles: int = 1 << 22,
+    calibration_per_class: int = 128, sample_pixels: int = 9,
     sample_windows: int = 1024, sample_bytes: int = 1 << 20,
     seed: int = 0, meta: Mapping[str, Any] | None = None, progress: bool = False,
 ) -> NetworkStats:
@@ -529,10 +473,14 @@ def collect_stats(
         # PE-cycles, at least 32 pairs, at most 4,096 (a layer with few PEs is cheap)
         pairs = psum_pixels or int(np.clip(
             psum_pe_cycles // (layer.groups * layer.gemm_k * layer.gemm_n), 32, 4096))
+        # a wide layer's 32 pairs over every column would cost up to 75 M PE-cycles
+        # (ResNet-50's 3x3x512 convs): its columns are sampled down to psum_max_pe_cycles
+        columns = psum_columns(layer.gemm_n, pairs, layer.gemm_k, layer.groups,
+                               psum_max_pe_cycles, 8, rng)
         accumulators[layer.name] = _LayerAccumulator(
             layer, codes[layer.name.split("#")[0]], rows, psum_bits, msb_bits, per_batch,
             -(-pairs // len(batches)), sample_pixels, -(-windows // len(batches)),
-            windows, rng, calibration_per_class)
+            windows, rng, calibration_per_class, columns)
     calls: dict[Any, int] = {}
 
     def hook(mod: Any, inp: Any, _out: Any) -> None:
@@ -556,5 +504,6 @@ def collect_stats(
             h.remove()
     full_meta = {"rows": rows, "psum_bits": psum_bits, "msb_bits": msb_bits,
                  "images": int(sum(len(b) for b in batches)), "seed": seed, **(meta or {})}
-    return NetworkStats(fingerprint, full_meta,
-                        {name: acc.result() for name, acc in accumulators.items()})
+    # the partial-sum replay of every layer: seconds on an ImageNet-size network
+    items = tqdm(accumulators.items(), desc="partial sums", unit="layer", disable=not progress)
+    return NetworkStats(fingerprint, full_meta, {name: acc.result() for name, acc in items})
