@@ -76,13 +76,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=32)
     args = parser.parse_args()
     registry = get_registry()
-    _one(registry, "resnet20", "fake", {"shape": "3x32x32", "size": 256}, args.images, None)
+    size = max(256, 2 * args.images)  # a fake split holds 80 % of them for calibration
+    _one(registry, "resnet20", "fake", {"shape": "3x32x32", "size": size}, args.images, None)
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)
         weights = Path(tmp) / "resnet50.pt"
         torch.save(build_model(registry, "torchvision:resnet50", num_classes=1000)[0]
                    .state_dict(), weights)
-        _one(registry, "torchvision:resnet50", "fake", {"shape": "3x224x224", "size": 64},
+        _one(registry, "torchvision:resnet50", "fake", {"shape": "3x224x224", "size": size},
              args.images, str(weights))
 
 

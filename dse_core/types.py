@@ -45,11 +45,15 @@ CLOCK_GATING: tuple[str, ...] = ("none", "idle", "idle_and_skew")
 
 
 def _positive_int(owner: str, name: str, value: object) -> None:
+    if type(value) is int and value >= 1:  # the common case, on a search's hot path
+        return
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValidationError.field(owner, name, value, "a positive integer")
 
 
 def _non_negative_int(owner: str, name: str, value: object) -> None:
+    if type(value) is int and value >= 0:
+        return
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
         raise ValidationError.field(owner, name, value, "a non-negative integer")
 
@@ -68,6 +72,8 @@ def _pair(owner: str, name: str, value: object, check: str) -> None:
 
 
 def _finite_non_negative(owner: str, name: str, value: object) -> None:
+    if type(value) is float and 0.0 <= value < math.inf:  # NaN fails both comparisons
+        return
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float | np.floating | np.integer)

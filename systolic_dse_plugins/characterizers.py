@@ -9,7 +9,6 @@ import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,12 @@ from dse_core.switching.characterization import (
     register_pj,
 )
 from dse_core.switching.gates import Netlist, lane_energy, simulate_toggles, synthesize_with_yosys
+from dse_core.switching.pe_design import PeDesign
 from dse_core.switching.stats import PRODUCT_BITS, psum_group
+from systolic_dse_plugins.pes import SHIPPED_PSUM_BITS, array_pe
+
+__all__ = ["GateLevelCharacterizer", "TableFileCharacterizer", "SHIPPED_PSUM_BITS",
+           "shipped_netlist_file", "check_pe_contract"]
 
 FORMAT_VERSION = "gate_level/7"
 
@@ -159,30 +163,22 @@ def _netlist_file(rtl: Path, top: str, params: dict[str, int], psum_bits: int,
     return path
 
 
-# The default PE ships synthesised for every psum width an array of 1..4,096 rows needs
-# (16 + ceil(log2 rows) bits), so no Yosys is needed for it; see systolic_dse_plugins/rtl/README.md.
-SHIPPED_PSUM_BITS = range(16, 29)
+def shipped_netlist_file(psum_bits: int, pe: PeDesign | None = None) -> Path | None:
+    """The shipped netlist of a PE (default: the array-multiplier PE) at this psum width."""
+    return (pe or array_pe()).shipped_netlist(psum_bits)
 
 
-def shipped_netlist_file(psum_bits: int) -> Path | None:
-    """The shipped netlist of the default PE at this psum width, or None."""
-    rtl = resources.files("systolic_dse_plugins") / "rtl"
-    shipped = Path(str(rtl / f"pe_mac_p{psum_bits}.json.gz"))
-    return shipped if shipped.is_file() else None
-
-
-def _default_netlist_file(psum_bits: int) -> Path:
-    shipped = shipped_netlist_file(psum_bits)
+def _design_netlist_file(pe: PeDesign, psum_bits: int) -> Path:
+    shipped = pe.shipped_netlist(psum_bits)
     if shipped is not None:
         return shipped
     if shutil.which("yosys") is None:
-        raise DseError(
-            f"psum_bits = {psum_bits}: the default PE ships synthesised for "
-            f"{SHIPPED_PSUM_BITS.start}..{SHIPPED_PSUM_BITS.stop - 1} bits (arrays of 1 to "
-            f"4,096 rows); other widths need Yosys (apt-get install yosys)")
-    rtl = resources.files("systolic_dse_plugins") / "rtl"
-    return _netlist_file(Path(str(rtl / "pe.v")), "pe_mac", {"P_BITS": psum_bits}, psum_bits,
-                         "default PE")
+        widths = sorted(pe.netlists)
+        ships = (f"ships synthesised for {widths[0]}..{widths[-1]} bits (arrays of 1 to "
+                 f"{1 << (widths[-1] - PRODUCT_BITS)} rows)" if widths else "ships no netlist")
+        raise DseError(f"psum_bits = {psum_bits}: PE {pe.name!r} {ships}; other widths need "
+                       "Yosys (apt-get install yosys)")
+    return _netlist_file(pe.rtl, pe.top, {"P_BITS": psum_bits}, psum_bits, f"PE {pe.name!r}")
 
 
 def check_pe_contract(netlist: Netlist, psum_bits: int, origin: str) -> None:
@@ -200,7 +196,14 @@ class GateLevelCharacterizer:
     def __init__(self, rtl: str | None = None, top: str = "pe_mac", psum_bits: int = 22,
                  msb_bits: int | None = None, glitches: bool = True, seed: int = 0,
                  samples: int = 256, workers: int | None = None,
-                 cache: CharacterizationCache | None = None) -> None:
+                 cache: CharacterizationCache | None = None, pe: PeDesign | None = None
+                 ) -> None:
+        if pe is not None and not isinstance(pe, PeDesign):
+            raise DseError(f"pe = {pe!r}: expected a PE plugin's name (`dse plugins --kind pe`)")
+        if pe is not None and rtl is not None:
+            raise DseError(f"pe = {pe.name!r} and rtl = {rtl!r}: give a shipped PE or your "
+                           "own RTL, not both")
+        self.pe = pe or array_pe()
         if samples < 64 or samples % 64:
             raise DseError(f"samples = {samples}: expected a positive multiple of 64")
         if not PRODUCT_BITS <= psum_bits <= 40:  # one row: the product alone, 16 bits
@@ -216,7 +219,7 @@ class GateLevelCharacterizer:
 
     def netlist_file(self) -> Path:
         if self.rtl is None:
-            return _default_netlist_file(self.psum_bits)
+            return _design_netlist_file(self.pe, self.psum_bits)
         # A P_BITS parameter, if the module has one, sets the psum width; otherwise the
         # ports must already have it (checked in netlist()).
         try:
@@ -229,8 +232,8 @@ class GateLevelCharacterizer:
 
     def netlist(self) -> Netlist:
         netlist = Netlist.from_yosys_json(self.netlist_file(),
-                                          self.top if self.rtl else "pe_mac")
-        origin = "default PE" if self.rtl is None else f"{self.rtl} ({self.top})"
+                                          self.top if self.rtl else self.pe.top)
+        origin = f"PE {self.pe.name!r}" if self.rtl is None else f"{self.rtl} ({self.top})"
         check_pe_contract(netlist, self.psum_bits, origin)
         return netlist
 
@@ -272,7 +275,9 @@ class GateLevelCharacterizer:
             weight_shift_pj=float(self.tech.pj(4 * self.tech.ff_toggle_ff)),
             description={"source": "gate_level", "netlist": netlist.name,
                          "netlist_json": str(self.netlist_file()),
-                         "rtl": self.rtl or "default PE (systolic_dse_plugins/rtl/pe.v)",
+                         "pe": "own RTL" if self.rtl else self.pe.name,
+                         "rtl": self.rtl or f"PE {self.pe.name!r} "
+                                            f"(systolic_dse_plugins/rtl/{self.pe.rtl.name})",
                          "gates": netlist.n_gates, "depth": netlist.depth,
                          "glitches": self.glitches, "samples": self.samples,
                          "seed": self.seed, "technology": asdict(self.tech)})

@@ -20,7 +20,7 @@ def test_every_hook_is_documented_with_its_exact_signature():
     expected = [(name, ", ".join(inspect.signature(getattr(hookspecs, name)).parameters))
                 for name in hook_names()]
     assert sorted(documented) == sorted(expected)
-    assert len(expected) == 9
+    assert len(expected) == 10
 
 
 def test_every_cli_command_and_option_is_documented():

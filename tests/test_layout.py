@@ -142,9 +142,11 @@ def test_the_wheel_installs_only_names_that_are_ours(tmp_path):
     assert top == {"dse_core", "systolic_dse_plugins"}
     ours = {str(p.relative_to(ROOT)) for p in CORE.rglob("*.py")}
     assert ours <= set(names), sorted(ours - set(names))  # every room is a real package
-    # the netlists of the default PE travel with it: no Yosys needed after pip install
-    shipped = {n for n in names if n.startswith("systolic_dse_plugins/rtl/pe_mac_p")}
-    assert len(shipped) == 13
+    # the netlists of every shipped PE travel with it: no Yosys needed after pip install
+    for top in ("pe_mac", "pe_mac_booth", "pe_mac_sm"):
+        shipped = {n for n in names if n.startswith(f"systolic_dse_plugins/rtl/{top}_p")}
+        assert len(shipped) == 13, top
+        assert f"systolic_dse_plugins/rtl/{top}_p22.json.gz" in shipped
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     with zipfile.ZipFile(wheel) as z:
         text = z.read(entry_points).decode()

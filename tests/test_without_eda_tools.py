@@ -53,35 +53,41 @@ def test_the_tools_are_hidden(without_eda_tools):
     assert shutil.which("vvp") is None
 
 
+@pytest.mark.parametrize("pe", ["array", "booth", "sign_magnitude"])
 @pytest.mark.parametrize("rows", [1, 2, 16, 32, 64, 100, 1024, 4096])
-def test_the_default_pe_needs_no_yosys_at_any_height(without_eda_tools, registry, rows):
-    """Every psum width an array of 1..4,096 rows needs ships, and meets the PE contract."""
+def test_every_shipped_pe_needs_no_yosys_at_any_height(without_eda_tools, registry, rows, pe):
+    """Every psum width an array of 1..4,096 rows needs ships for every PE, and meets the PE
+    contract."""
+    from dse_core.switching.pipeline import resolve_pe
+
     array = ArrayConfig(rows, 8)
     assert array.psum_bits == default_psum_bits(rows)
     char = instantiate(registry.get("characterizer", "gate_level"),
-                       {"psum_bits": array.psum_bits})
+                       resolve_pe({"psum_bits": array.psum_bits, "pe": pe}, registry))
     netlist = char.netlist()  # checks the ports: w[8], a[8], p[P] -> sum[P]
     assert len(netlist.inputs["p"]) == array.psum_bits == len(netlist.outputs["sum"])
-    assert char.netlist_file().name == f"pe_mac_p{array.psum_bits}.json.gz"
+    assert char.netlist_file().name == f"{char.pe.top}_p{array.psum_bits}.json.gz"
 
 
-def test_shipped_widths_are_16_to_28_bits_and_grow(without_eda_tools):
+def test_shipped_widths_are_16_to_28_bits_and_grow(without_eda_tools, registry):
     from dse_core.switching.gates import Netlist
     from systolic_dse_plugins.characterizers import SHIPPED_PSUM_BITS, shipped_netlist_file
 
     assert (default_psum_bits(1), default_psum_bits(4096)) == (16, 28)
-    gates = []
-    for bits in SHIPPED_PSUM_BITS:
-        path = shipped_netlist_file(bits)
-        assert path is not None
-        gates.append(Netlist.from_yosys_json(path, "pe_mac").n_gates)
-    assert gates == sorted(gates) and gates[0] > 400  # a wider adder has more gates
+    for name in ("array", "booth", "sign_magnitude"):
+        pe = instantiate(registry.get("pe", name))
+        gates = []
+        for bits in SHIPPED_PSUM_BITS:
+            path = shipped_netlist_file(bits, pe)
+            assert path is not None
+            gates.append(Netlist.from_yosys_json(path, pe.top).n_gates)
+        assert gates == sorted(gates) and gates[0] > 300, name  # a wider adder: more gates
 
 
 def test_what_still_needs_yosys_says_so(without_eda_tools, registry, tmp_path):
     wide = instantiate(registry.get("characterizer", "gate_level"), {"psum_bits": 29})
-    with pytest.raises(DseError, match=r"psum_bits = 29: the default PE ships synthesised for "
-                       r"16\.\.28 bits .* need Yosys"):
+    with pytest.raises(DseError, match=r"psum_bits = 29: PE 'array' ships synthesised for "
+                       r"16\.\.28 bits \(arrays of 1 to 4096 rows\); other widths need Yosys"):
         wide.netlist()
     rtl = tmp_path / "mine.v"
     rtl.write_text("module pe_mac(input [7:0] w, a, input [21:0] p, output [21:0] sum);\n"

@@ -175,6 +175,7 @@ def map_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
               help="Statistics file (from `dse stats`) instead of collecting them.")
 @click.option("--per-weight", is_flag=True,
               help="Print each layer's 256-value per-weight energy curve (pJ per PE cycle).")
+@click.option("--pe", help="The PE to characterise (`dse plugins --kind pe`); default: array.")
 @memory_options
 @input_option
 @batch_option
@@ -185,7 +186,8 @@ def energy_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
                options: tuple[str, ...], dataset: str | None, checkpoint: str | None,
                weights: str | None, dataset_options: tuple[str, ...],
                epochs: int, calibration_images: int, stats_file: str | None, per_weight: bool,
-               buffers_text: str, memory_model: str, memory_options: tuple[str, ...],
+               pe: str | None, buffers_text: str, memory_model: str,
+               memory_options: tuple[str, ...],
                clock_gating: str, index_storage: bool, psums: str, input_shape: str | None,
                batch: int, fmt: str) -> None:
     """Energy of one inference of WORKLOAD on an array and its memory, per layer and in
@@ -220,12 +222,13 @@ def energy_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
         inputs = switching_inputs(registry, workload, dataset, array, checkpoint=checkpoint,
                                   epochs=epochs, calibration_images=calibration_images,
                                   stats_file=stats_file, progress=show_progress(),
-                                  weights=weights, dataset_options=data_opts, batch=batch)
+                                  weights=weights, dataset_options=data_opts, batch=batch,
+                                  characterizer_options={"pe": pe} if pe else None)
         layers, stats, char = inputs.layers, inputs.stats.layers, inputs.characterization
     else:
-        if weights or dataset_options:
-            raise DseError("--weights and -D need --dataset (the statistics are collected "
-                           "on its images)")
+        if weights or dataset_options or pe:
+            raise DseError("--weights, -D and --pe need --dataset (the statistics are "
+                           "collected on its images)")
         layers = load_layers(ctx, workload, input_shape, batch)
     if per_weight:
         curves = {layer.name: model.per_weight_energy(layer, (stats or {}).get(layer.name),
@@ -244,6 +247,7 @@ def energy_cmd(ctx: click.Context, workload: str, array_text: str, mapping: str,
                             "psums": psums}
     if dataset:
         meta["dataset"] = dataset
+        meta["pe"] = pe or "array"
     columns = TABLE_ENERGY_COLUMNS if fmt == "table" else None
     click.echo(render(rows, fmt, columns=columns, total=total, meta=meta))
     if fmt == "table":

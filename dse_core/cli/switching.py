@@ -53,6 +53,8 @@ def train_cmd(ctx: click.Context, model: str, dataset: str, epochs: int, seed: i
               help="Your PE's Verilog (synthesised with Yosys); default: the shipped PE.")
 @click.option("--top", default="pe_mac", show_default=True,
               help="Module of --rtl with ports w[8], a[8], p[P], sum[P].")
+@click.option("--pe", help="A shipped or registered PE (`dse plugins --kind pe`); default: "
+              "array.")
 @click.option("--table", type=click.Path(dir_okay=False),
               help="A power table CSV instead of a netlist (see docs/energy-model.md).")
 @click.option("--rows", type=click.IntRange(min=1), default=64, show_default=True,
@@ -62,8 +64,9 @@ def train_cmd(ctx: click.Context, model: str, dataset: str, epochs: int, seed: i
               help="Also write the characterisation as a table file.")
 @format_option
 @click.pass_context
-def characterize_cmd(ctx: click.Context, rtl: str | None, top: str, table: str | None,
-                     rows: int, no_glitches: bool, export_table: str | None, fmt: str) -> None:
+def characterize_cmd(ctx: click.Context, rtl: str | None, top: str, pe: str | None,
+                     table: str | None, rows: int, no_glitches: bool, export_table: str | None,
+                     fmt: str) -> None:
     """Characterise the PE: energy per weight code, activation transition and psum group.
     The result is cached by content; a second run reuses it."""
     import time
@@ -73,8 +76,8 @@ def characterize_cmd(ctx: click.Context, rtl: str | None, top: str, table: str |
     from dse_core.switching.characterization import CharacterizationCache, write_table_file
     from dse_core.switching.pipeline import characterize
 
-    if table and rtl:
-        raise DseError("--table and --rtl exclude each other: a table replaces the netlist")
+    if sum(bool(x) for x in (table, rtl, pe)) > 1:
+        raise DseError("--table, --rtl and --pe exclude each other: one source of the PE")
     array = ArrayConfig(rows=rows, cols=1)
     opts: dict[str, Any]
     if table:
@@ -83,6 +86,8 @@ def characterize_cmd(ctx: click.Context, rtl: str | None, top: str, table: str |
         name, opts = "gate_level", {"glitches": not no_glitches}
         if rtl:
             opts.update(rtl=rtl, top=top)
+        if pe:
+            opts["pe"] = pe
     start, started = time.perf_counter(), time.time()
     char = characterize(registry_of(ctx), array, characterizer=name, options=opts,
                         progress=show_progress())
@@ -94,7 +99,8 @@ def characterize_cmd(ctx: click.Context, rtl: str | None, top: str, table: str |
     if export_table:
         write_table_file(char, export_table)
     row: dict[str, Any] = {"key": char.key, "source": char.description.get("source"),
-           "pe": char.description.get("rtl", char.description.get("path")),
+           "pe": char.description.get("pe", "table"),
+           "rtl": char.description.get("rtl", char.description.get("path")),
            "gates": char.description.get("gates"), "psum_bits": char.psum_bits,
            "msb_bits": char.msb_bits,
            "cheapest_code": int(np.argmin(uniform)) - 128,

@@ -380,7 +380,9 @@ def _plugins(registry: Registry, study: CompressStudy) -> tuple[Any, Any, dict[s
     sched_record = registry.get("scheduler", c.scheduler)
     for kind, name in (("energy_model", study.energy.model),
                        ("energy_model", study.energy.report_model),
-                       ("memory_model", study.memory.model)):
+                       ("memory_model", study.memory.model),
+                       ("characterizer", study.energy.characterizer),
+                       *((("pe", study.energy.pe),) if study.energy.pe else ())):
         registry.get(kind, name)
     memory_setting(registry, study.memory)  # a bad memory table stops here, before training
     selector = instantiate(sel_record, c.policy_options)
@@ -416,6 +418,7 @@ def run_compression(registry: Registry, study: CompressStudy, *, progress: bool 
         checkpoint=study.workload.checkpoint, epochs=study.training.float_epochs,
         seed=study.seed, calibration_images=study.energy.calibration_images,
         characterizer=study.energy.characterizer, progress=progress,
+        characterizer_options={"pe": study.energy.pe} if study.energy.pe else None,
         weights=study.workload.weights, dataset_options=study.workload.data_options())
     from dse_core.workloads.datasets import load_dataset
 

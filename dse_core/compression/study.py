@@ -80,6 +80,8 @@ class Energy(StudyModel):
     report_model: str = Field("msb_hamming", description="energy model the report uses")
     calibration_images: int = Field(1024, ge=1)
     characterizer: str = "gate_level"
+    pe: str | None = Field(None, description="PE plugin (`dse plugins --kind pe`) the "
+                           "characteriser models; default: array")
 
 
 class Memory(StudyModel):

@@ -34,6 +34,12 @@ def dse_register_memory_models(register: Register) -> None:
 
 
 @hookspec
+def dse_register_pes(register: Register) -> None:
+    """Register processing elements (a MAC's RTL and its shipped netlists):
+    ``register(PePlugin(...))``."""
+
+
+@hookspec
 def dse_register_characterizers(register: Register) -> None:
     """Register MAC characterisers: ``register(CharacterizerPlugin(...))``."""
 

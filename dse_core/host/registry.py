@@ -82,6 +82,12 @@ class MemoryModelPlugin(PluginRecord):
 
 
 @dataclass(frozen=True)
+class PePlugin(PluginRecord):
+    """A processing element: ``factory() -> PeDesign``, the RTL of its combinational MAC and
+    the netlists it ships per psum width (:mod:`dse_core.switching.pe_design`)."""
+
+
+@dataclass(frozen=True)
 class CharacterizerPlugin(PluginRecord):
     """A MAC characteriser (contract lands with the switching-activity energy issue)."""
 
@@ -123,6 +129,7 @@ KINDS: dict[str, tuple[str, type[PluginRecord]]] = {
     "mapping": ("dse_register_mappings", MappingPlugin),
     "energy_model": ("dse_register_energy_models", EnergyModelPlugin),
     "memory_model": ("dse_register_memory_models", MemoryModelPlugin),
+    "pe": ("dse_register_pes", PePlugin),
     "characterizer": ("dse_register_characterizers", CharacterizerPlugin),
     "selector": ("dse_register_selectors", SelectorPlugin),
     "scheduler": ("dse_register_schedulers", SchedulerPlugin),

@@ -13,8 +13,9 @@ also read from it; those buffer accesses are charged to the buffer beside the ar
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dse_core.host.contracts import MemoryModel
 from dse_core.mapping.traffic import access_counts
@@ -44,6 +45,25 @@ class MemorySetting:
     model: MemoryModel
     index_storage: bool = False
     psums: str = "accumulate"  # or "scalesim": traffic.access_counts
+    # pJ per word by (buffer, bytes, bits, write): a design point asks the model ~10 times
+    # per layer for the same few words
+    _word_pj: dict[tuple[str, int, int, bool], float] = field(
+        default_factory=dict, init=False, compare=False, hash=False, repr=False)
+
+    def word_pj(self, buffer: str, size_bytes: int, word_bits: int, write: bool) -> float:
+        key = (buffer, size_bytes, word_bits, write)
+        value = self._word_pj.get(key)
+        if value is None:
+            value = self._word_pj[key] = self.model.access_pj(buffer, size_bytes, word_bits,
+                                                              write)
+        return value
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _access_counts(layer: LayerSpec, array: ArrayConfig, buffers: BufferConfig,
+                   filter_bits: int, psums: str) -> LayerTraffic:
+    """The counts of one geometry, kept across design points (a search revisits them)."""
+    return access_counts(layer, array, buffers, filter_word_bits=filter_bits, psums=psums)
 
 
 def index_bits(n_levels: int | None, weight_bits: int) -> int:
@@ -61,15 +81,14 @@ def with_memory(energy: LayerEnergy, layer: LayerSpec, mapping: LayerMapping,
     filter_bits = (index_bits(n_levels, array.weight_bits) if memory.index_storage
                    else array.weight_bits)
     if traffic is None:
-        traffic = access_counts(layer, array, memory.buffers, filter_word_bits=filter_bits,
-                                psums=memory.psums)
-    b, m = memory.buffers, memory.model
+        traffic = _access_counts(layer, array, memory.buffers, filter_bits, memory.psums)
+    b = memory.buffers
 
     def sram(buffer: str, kb: int, bits: int, write: bool) -> float:
-        return m.access_pj(buffer, kb * 1024, bits, write)
+        return memory.word_pj(buffer, kb * 1024, bits, write)
 
     def dram(bits: int, write: bool) -> float:
-        return m.access_pj("dram", 0, bits, write)
+        return memory.word_pj("dram", 0, bits, write)
 
     act, psum = array.activation_bits, array.psum_bits
     out_bits = act if traffic.ofmap_final else psum  # finished outputs leave requantised

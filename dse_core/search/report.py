@@ -11,8 +11,10 @@ __all__ = ["FailureSummary", "failures_since", "distinct_designs", "design_key"]
 
 #: the trial parameters that are the design (the rest are knobs that only make the plan)
 #: trial parameters that describe the hardware (the scheduler's knobs count through the plan)
-DESIGN_PARAMS = ("rows", "cols", "dataflow", "mapping", "ifmap_kb", "filter_kb", "ofmap_kb",
-                 "index_storage")
+#: every trial parameter of a design that is not a compression knob (tests/test_pes.py
+#: checks that the evaluator suggests no other)
+DESIGN_PARAMS = ("rows", "cols", "dataflow", "mapping", "pe", "ifmap_kb", "filter_kb",
+                 "ofmap_kb", "index_storage")
 
 
 def design_key(params: Any, plan: Any = None) -> str:

@@ -26,6 +26,8 @@ def _grid(study: SearchStudy, knob_space: dict[str, Any]) -> dict[str, list[Any]
                                   "cols": study.space.cols.choices()}
     if len(study.space.mapping_choices()) > 1:
         grid[study.space.mapping_param] = list(study.space.mapping_choices())
+    if study.space.pe is not None and len(study.space.pe) > 1:
+        grid["pe"] = list(study.space.pe)
     grid.update(study.space.memory_dimensions())
     for key, value in knob_space.items():
         if value.kind == "categorical":

@@ -106,6 +106,8 @@ class Space(StudyModel):
     ofmap_kb: Dimension | None = Field(None, description="ofmap buffer sizes (kB) to search")
     index_storage: list[bool] | None = Field(None, min_length=1, description="search storing "
                                              "compressed weights as codebook indices")
+    pe: list[str] | None = Field(None, min_length=1, description="PE plugins by name "
+                                 "(`dse plugins --kind pe`); default: the characteriser's")
 
     @field_validator("rows", "cols", "ifmap_kb", "filter_kb", "ofmap_kb", mode="before")
     @classmethod
@@ -119,7 +121,13 @@ class Space(StudyModel):
                              "(the shipped {dataflow}_tile mappings), not both")
         if self.mapping is not None and len(set(self.mapping)) != len(self.mapping):
             raise ValueError("space.mapping lists a mapping twice")
+        if self.pe is not None and len(set(self.pe)) != len(self.pe):
+            raise ValueError("space.pe lists a PE twice")
         return self
+
+    def pe_choices(self) -> list[dict[str, str]]:
+        """Characteriser options of each PE searched (one empty set when none is)."""
+        return [{"pe": name} for name in self.pe] if self.pe else [{}]
 
     @property
     def mapping_param(self) -> str:

@@ -72,6 +72,12 @@ def validate(registry: Registry, study: SearchStudy) -> None:
     model = instantiate(registry.get("energy_model", study.energy.model), study.energy.options)
     instantiate(registry.get("memory_model", study.memory.model), study.memory.options)
     w = study.workload
+    if space.pe is not None and not w.dataset:
+        raise DseError("space.pe needs workload.dataset: a PE's energy is its switching on "
+                       "the network's statistics")
+    if space.pe is not None and len(space.pe) > 1 and space.compression:
+        raise DseError("space.pe with space.compression: one PE guides the weight selection "
+                       "of a study; search the PEs without compression, or give one PE")
     if w.checkpoint and not Path(w.checkpoint).exists():
         raise DseError(f"workload.checkpoint = {w.checkpoint!r}: no such file")
     if w.checkpoint:  # one that does not load must fail here, not in every trial
@@ -88,11 +94,13 @@ def validate(registry: Registry, study: SearchStudy) -> None:
 
             load_weights(registry, w.weights, w.model or "", splits.input_shape,
                          splits.num_classes)
+        from dse_core.switching.pipeline import resolve_pe
         from dse_core.types import default_psum_bits
 
-        instantiate(registry.get("characterizer", study.energy.characterizer),
-                    {**study.energy.characterizer_options,
-                     "psum_bits": default_psum_bits(study.space.rows.choices()[0])})
+        for pe in study.space.pe_choices():
+            instantiate(registry.get("characterizer", study.energy.characterizer), resolve_pe(
+                {**study.energy.characterizer_options, **pe,
+                 "psum_bits": default_psum_bits(study.space.rows.choices()[0])}, registry))
     else:  # no statistics: the energy model must work without them; try it on one layer
         from dse_core.workloads.layers import load_workload
 
@@ -115,7 +123,7 @@ def validate(registry: Registry, study: SearchStudy) -> None:
 
 
 @dataclass
-class _RowsInputs:
+class _RowsInputs:  # of one array height and one PE
     layers: list[LayerSpec]
     stats: Any
     char: Any
@@ -138,7 +146,7 @@ class Evaluator:
                                         study.energy.options)
         self.memory_model = instantiate(registry.get("memory_model", study.memory.model),
                                         study.memory.options)
-        self._inputs: dict[int, _RowsInputs] = {}
+        self._inputs: dict[tuple[int, str | None], _RowsInputs] = {}
         self._designs: dict[str, int] | None = None  # design key -> first trial number
         self.session: Any = None
         self.scheduler: Any = None
@@ -148,8 +156,11 @@ class Evaluator:
             self._setup_compression()
 
     # -- inputs for an array height ---------------------------------------------------------
-    def inputs(self, rows: int) -> _RowsInputs:
-        if rows not in self._inputs:
+    def inputs(self, rows: int, pe: str | None = None) -> _RowsInputs:
+        """Layers, statistics and characterisation for an array height and a PE (``None``:
+        the study's only PE)."""
+        pe = pe or (self.study.space.pe[0] if self.study.space.pe else None)
+        if (rows, pe) not in self._inputs:
             w = self.study.workload
             if w.dataset:
                 from dse_core.switching.pipeline import switching_inputs
@@ -159,17 +170,18 @@ class Evaluator:
                     checkpoint=w.checkpoint, epochs=self.study.training.float_epochs,
                     seed=self.study.seed, calibration_images=self.study.energy.calibration_images,
                     characterizer=self.study.energy.characterizer,
-                    characterizer_options=self.study.energy.characterizer_options,
+                    characterizer_options={**self.study.energy.characterizer_options,
+                                           **({"pe": pe} if pe else {})},
                     progress=self.progress, weights=w.weights,
                     dataset_options=w.data_options(), batch=w.batch)
-                self._inputs[rows] = _RowsInputs(si.layers, si.stats, si.characterization)
+                self._inputs[rows, pe] = _RowsInputs(si.layers, si.stats, si.characterization)
             else:
                 from dse_core.workloads.layers import load_workload
 
                 layers = load_workload(self.registry, w.topology or w.model or "",
                                        batch=w.batch)
-                self._inputs[rows] = _RowsInputs(list(layers), None, None)
-        return self._inputs[rows]
+                self._inputs[rows, pe] = _RowsInputs(list(layers), None, None)
+        return self._inputs[rows, pe]
 
     # -- compression ------------------------------------------------------------------------
     def _setup_compression(self) -> None:
@@ -295,6 +307,13 @@ class Evaluator:
             index = m.index_storage
         return MemorySetting(BufferConfig(*sizes), self.memory_model, index, m.psums)
 
+    def suggest_pe(self, trial: Any) -> str | None:
+        """The trial's PE plugin: searched, the study's only one, or None (the default)."""
+        pes = self.study.space.pe or []
+        if len(pes) > 1:
+            return str(trial.suggest_categorical("pe", pes))
+        return pes[0] if pes else None
+
     def suggest(self, trial: Any) -> tuple[ArrayConfig, str, dict[str, Any]]:
         """The array, the mapping's parameter value, and the scheduler's knob values."""
         space = self.study.space
@@ -329,6 +348,7 @@ class Evaluator:
             trial.set_user_attr("rejected", f"pe_count {array.pe_count} > {limit}")
             raise optuna.TrialPruned(f"pe_count {array.pe_count} > max_pe_count {limit}")
         memory = self.suggest_memory(trial)
+        pe = self.suggest_pe(trial)
         onchip_kb = memory.buffers.total_kb
         budget_kb = study.constraints.max_onchip_kb
         if budget_kb is not None and onchip_kb > budget_kb:
@@ -337,7 +357,7 @@ class Evaluator:
             raise optuna.TrialPruned(f"onchip_kb {onchip_kb} > max_onchip_kb {budget_kb}")
         from dse_core.mapping.system import area_mm2, with_memory
 
-        area = area_mm2(array, memory.buffers, self._pe_gates(array.rows))
+        area = area_mm2(array, memory.buffers, self._pe_gates(array.rows, pe))
         max_area = study.constraints.max_area_mm2
         if max_area is not None and area > max_area:
             trial.set_user_attr("area_mm2", area)
@@ -369,7 +389,7 @@ class Evaluator:
                                     metrics["val_accuracy_drop"] <= budget + 1e-9)
             trial.set_user_attr("plan", dict(plan.n_levels))
             trial.set_user_attr("accuracy_cached", acc["cached"])
-        inputs = self.inputs(array.rows)
+        inputs = self.inputs(array.rows, pe)
         rows, energy_pj, mac_pj, array_pj, memory_pj, cycles = [], 0.0, 0.0, 0.0, 0.0, 0
         for layer in inputs.layers:
             m = mapper.map(layer, array)
@@ -414,9 +434,9 @@ class Evaluator:
             self._designs.setdefault(design, trial.number)
         return tuple(metrics[o] for o in study.objectives)
 
-    def _pe_gates(self, rows: int) -> int:
+    def _pe_gates(self, rows: int, pe: str | None = None) -> int:
         """Netlist cells of one PE: the characterised netlist's when there is one."""
-        char = self.inputs(rows).char if self.study.workload.dataset else None
+        char = self.inputs(rows, pe).char if self.study.workload.dataset else None
         if char is None or not getattr(char, "has_netlist", False):
             return DEFAULT_PE_GATES
         return int(char.netlist().n_gates)

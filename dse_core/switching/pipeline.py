@@ -14,7 +14,13 @@ from dse_core.cache import cache_dir, content_hash
 from dse_core.errors import DseError
 from dse_core.host.registry import Registry, instantiate
 from dse_core.switching.characterization import MacCharacterization
-from dse_core.switching.stats import STATS_FORMAT, NetworkStats, collect_stats, network_fingerprint
+from dse_core.switching.stats import (
+    STATS_FORMAT,
+    STATS_METHOD,
+    NetworkStats,
+    collect_stats,
+    network_fingerprint,
+)
 from dse_core.types import ArrayConfig, LayerSpec
 from dse_core.workloads.layers import layers_from_module
 from dse_core.workloads.training import trained_model
@@ -38,10 +44,17 @@ def _file_hash(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+def resolve_pe(options: dict[str, Any], registry: Registry) -> dict[str, Any]:
+    """Characteriser options with ``pe`` (a PE plugin's name) replaced by its design."""
+    if isinstance(options.get("pe"), str):
+        return {**options, "pe": instantiate(registry.get("pe", options["pe"]))}
+    return options
+
+
 def characterize(registry: Registry, array: ArrayConfig, *, characterizer: str =
                  DEFAULT_CHARACTERIZER, options: dict[str, Any] | None = None,
                  progress: bool = False) -> MacCharacterization:
-    opts = {"psum_bits": array.psum_bits, **(options or {})}
+    opts = resolve_pe({"psum_bits": array.psum_bits, **(options or {})}, registry)
     char = instantiate(registry.get("characterizer", characterizer), opts).characterize(
         progress=progress)
     if not isinstance(char, MacCharacterization):
@@ -77,7 +90,7 @@ def switching_inputs(
     else:
         weights_id = (_file_hash(meta["path"]) if meta.get("path") else
                       f"random:{model_ref}:{seed}")  # --weights random: the seed is the model
-        key = content_hash(STATS_FORMAT, weights_id, splits.name,
+        key = content_hash(STATS_FORMAT, STATS_METHOD, weights_id, splits.name,
                            str(array.rows), str(array.psum_bits), str(calibration_images),
                            str(seed))
         path = cache_dir("stats") / f"{key}.npz"

@@ -55,6 +55,8 @@ __all__ = ["LayerStats", "NetworkStats", "collect_stats", "cycle_class", "psum_g
 
 log = logging.getLogger(__name__)
 STATS_FORMAT = "systolic-dse-stats/10"
+#: bump when collecting gives other numbers (not another file layout): caches recollect
+STATS_METHOD = "psum-columns-sampled/1"
 PRODUCT_BITS = 16
 PSUM_CHUNK_CYCLES = 1 << 22  # PE-cycles of exact partial sums held in memory at once
 
@@ -445,7 +447,7 @@ def collect_stats(
     model: Any, layers: Sequence[LayerSpec], batches: Sequence[Any], *, rows: int,
     psum_bits: int | None = None, msb_bits: int | None = None,
     max_transitions: int = 1 << 16, psum_pixels: int | None = None,
-    psum_pe_cycles: int = 1 << 19, psum_max_pe_cycles: int = 1 << 22,
+    psum_pe_cycles: int = 1 << 19, psum_max_pe_cycles: int = 1 << 21,
     calibration_per_class: int = 128, sample_pixels: int = 9,
     sample_windows: int = 1024, sample_bytes: int = 1 << 20,
     seed: int = 0, meta: Mapping[str, Any] | None = None, progress: bool = False,

@@ -1,0 +1,159 @@
+"""The PE as a design axis: shipped PEs, what they make cheap, and a search over them."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dse_core import DseError, ValidationError, instantiate
+from dse_core.switching.pe_design import PeDesign
+from dse_core.switching.pipeline import characterize, resolve_pe
+
+
+def uniform_curve(char):
+    """pJ per PE-cycle of each weight code under uniform activations and psum groups."""
+    return char.per_weight_energy(np.full((256, 256), 1 / 65536),
+                                  np.full(char.msb_bits + 1, 1 / (char.msb_bits + 1)))
+
+
+def ranks(values):
+    return np.argsort(np.argsort(values))
+
+
+def spearman(a, b):
+    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+
+
+def booth_digits(code):
+    """Non-zero radix-4 Booth digits of an int8 weight."""
+    bits = [(code >> i) & 1 for i in range(8)]
+    padded = [0, *bits]  # w[-1] = 0
+    digits = [-2 * padded[2 * i + 2] + padded[2 * i + 1] + padded[2 * i] for i in range(4)]
+    assert sum(d * 4 ** i for i, d in enumerate(digits)) == code
+    return sum(d != 0 for d in digits)
+
+
+@pytest.fixture(scope="module")
+def booth(registry):
+    from dse_core import ArrayConfig
+
+    return characterize(registry, ArrayConfig(64, 8), options={"pe": "booth"})
+
+
+def test_the_shipped_pes_are_plugins(registry):
+    assert registry.names("pe") == ["array", "booth", "sign_magnitude"]
+    for name in registry.names("pe"):
+        design = instantiate(registry.get("pe", name))
+        assert isinstance(design, PeDesign) and design.name == name
+        assert design.rtl.is_file() and sorted(design.netlists) == list(range(16, 29))
+    done = subprocess.run([sys.executable, "-m", "dse_core.cli", "plugins", "--kind", "pe",
+                           "--format", "json"], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ))
+    assert [r["name"] for r in json.loads(done.stdout)["rows"]] == registry.names("pe")
+
+
+def test_designs_and_options_are_validated(registry, tmp_path):
+    with pytest.raises(ValidationError, match="PeDesign.top = 'not a module'"):
+        PeDesign("x", tmp_path / "x.v", "not a module")
+    with pytest.raises(ValidationError, match="PeDesign.netlists = 0"):
+        PeDesign("x", tmp_path / "x.v", "x", {0: tmp_path / "x.json"})
+    record = registry.get("characterizer", "gate_level")
+    with pytest.raises(DseError, match="give a shipped PE or your own RTL, not both"):
+        instantiate(record, resolve_pe({"pe": "booth", "rtl": "mine.v"}, registry))
+    with pytest.raises(DseError, match="unknown pe 'wallace'; known: array, booth, "
+                                       "sign_magnitude"):
+        resolve_pe({"pe": "wallace"}, registry)
+    done = subprocess.run([sys.executable, "-m", "dse_core.cli", "characterize", "--pe",
+                           "wallace"], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert done.stderr.startswith("error: unknown pe 'wallace'")
+
+
+def test_booth_makes_other_weights_cheap(characterization, booth):
+    """The array PE's cost follows the weight's bits, the Booth PE's its non-zero radix-4
+    digits: their rankings of the 256 codes differ, and each tracks its own structure."""
+    array_pj, booth_pj = uniform_curve(characterization), uniform_curve(booth)
+    assert characterization.key != booth.key
+    assert booth.description["pe"] == "booth" and booth.description["gates"] > 500
+    codes = np.arange(-128, 128)
+    digits = np.array([booth_digits(int(c)) for c in codes])
+    assert spearman(booth_pj, digits) > 0.6
+    assert spearman(booth_pj, digits) > spearman(array_pj, digits) + 0.2
+    assert spearman(array_pj, booth_pj) < 0.7
+    assert booth_pj[128] == booth_pj.min()  # weight 0: every digit 0, nothing selected
+
+
+SEARCH = """
+name = "pes"
+seed = 0
+n_trials = 2
+objectives = ["energy_pj", "cycles"]
+[workload]
+model = "lenet5"
+dataset = "mnist5k"
+[space]
+rows = [64]
+cols = [16]
+pe = ["array", "booth"]
+[energy]
+model = "msb_hamming"
+calibration_images = 128
+[sampler]
+name = "grid"
+"""
+
+
+def test_a_search_over_pes_prices_each_with_its_own_netlist(lenet_inputs, booth, tmp_path):
+    study = tmp_path / "pes.toml"
+    study.write_text(SEARCH)
+    done = subprocess.run([sys.executable, "-m", "dse_core.cli", "run", str(study), "--format",
+                           "json"], capture_output=True, text=True, timeout=900,
+                          cwd=tmp_path, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr[-3000:]
+    from dse_core.search.results import load_study
+
+    trials = load_study(f"sqlite:///{tmp_path / 'pes.db'}", "pes").trials
+    by_pe = {t.params["pe"]: t.user_attrs for t in trials}
+    assert sorted(by_pe) == ["array", "booth"]
+    assert by_pe["array"]["cycles"] == by_pe["booth"]["cycles"]  # same array, same mapping
+    assert by_pe["array"]["mac_energy_pj"] != pytest.approx(by_pe["booth"]["mac_energy_pj"],
+                                                            rel=0.01)
+    assert by_pe["array"]["area_mm2"] < by_pe["booth"]["area_mm2"]  # 481 vs 571 cells
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SEARCH.replace('pe = ["array", "booth"]', 'pe = ["array", "nope"]')
+                   .replace('name = "pes"', 'name = "bad"'))
+    refused = subprocess.run([sys.executable, "-m", "dse_core.cli", "run", str(bad)],
+                             capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                             env=dict(os.environ))
+    assert refused.returncode == 2 and refused.stderr.startswith("error: unknown pe 'nope'")
+    assert not (tmp_path / "bad.db").exists()  # validated before anything is written
+
+
+def test_every_dimension_a_trial_draws_makes_it_another_design(registry):
+    """A searched parameter that design_key ignored would make two designs one (the second
+    a 'repeat' of the first, its results copied): every parameter the evaluator suggests,
+    with every non-compression dimension searched, is a design parameter."""
+    import optuna
+
+    from dse_core.search.report import DESIGN_PARAMS
+    from dse_core.search.study_file import SearchStudy
+    from dse_core.search.trials import Evaluator
+
+    study = SearchStudy.model_validate({
+        "name": "all", "objectives": ["energy_pj"], "energy": {"model": "constant"},
+        "workload": {"model": "lenet5"},
+        "space": {"rows": [8, 16], "cols": [8, 16], "mapping": ["ws_tile", "ws_packed"],
+                  "ifmap_kb": [8, 16], "filter_kb": [8, 16], "ofmap_kb": [8, 16],
+                  "index_storage": [False, True], "pe": ["array", "booth"]}})
+    evaluator = Evaluator(registry, study, db=None)
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    evaluator.suggest(trial)
+    evaluator.suggest_memory(trial)
+    evaluator.suggest_pe(trial)
+    assert set(trial.params) == {"rows", "cols", "mapping", "ifmap_kb", "filter_kb",
+                                 "ofmap_kb", "index_storage", "pe"}
+    assert set(trial.params) <= set(DESIGN_PARAMS)
