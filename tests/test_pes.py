@@ -107,12 +107,14 @@ name = "grid"
 """
 
 
-def test_a_search_over_pes_prices_each_with_its_own_netlist(lenet_inputs, booth, tmp_path):
+def test_a_search_over_pes_prices_each_with_its_own_netlist(lenet_inputs, booth, tmp_path,
+                                                             no_eda_path):
+    """On a machine without Yosys and Icarus: the PEs' netlists ship."""
     study = tmp_path / "pes.toml"
     study.write_text(SEARCH)
     done = subprocess.run([sys.executable, "-m", "dse_core.cli", "run", str(study), "--format",
                            "json"], capture_output=True, text=True, timeout=900,
-                          cwd=tmp_path, env=dict(os.environ))
+                          cwd=tmp_path, env={**os.environ, "PATH": no_eda_path})
     assert done.returncode == 0, done.stderr[-3000:]
     from dse_core.search.results import load_study
 
