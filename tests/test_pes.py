@@ -159,3 +159,13 @@ def test_every_dimension_a_trial_draws_makes_it_another_design(registry):
     assert set(trial.params) == {"rows", "cols", "mapping", "ifmap_kb", "filter_kb",
                                  "ofmap_kb", "index_storage", "pe"}
     assert set(trial.params) <= set(DESIGN_PARAMS)
+
+
+def test_characterisations_cached_before_pes_were_plugins_still_name_their_pe():
+    from dse_core.cli.switching import _pe_name
+
+    assert _pe_name({"source": "gate_level", "pe": "booth"}) == "booth"
+    assert _pe_name({"source": "gate_level",
+                     "rtl": "default PE (systolic_dse_plugins/rtl/pe.v)"}) == "array"
+    assert _pe_name({"source": "gate_level", "rtl": "mine.v"}) == "own RTL"
+    assert _pe_name({"source": "table_file", "path": "t.csv"}) == "table"

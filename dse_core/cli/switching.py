@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,7 @@ def characterize_cmd(ctx: click.Context, rtl: str | None, top: str, pe: str | No
     if export_table:
         write_table_file(char, export_table)
     row: dict[str, Any] = {"key": char.key, "source": char.description.get("source"),
-           "pe": char.description.get("pe", "table"),
+           "pe": _pe_name(char.description),
            "rtl": char.description.get("rtl", char.description.get("path")),
            "gates": char.description.get("gates"), "psum_bits": char.psum_bits,
            "msb_bits": char.msb_bits,
@@ -154,6 +155,16 @@ def stats_cmd(ctx: click.Context, model: str, dataset: str, rows: int, checkpoin
                     **{f"psum_g{g}": round(float(v), 4) for g, v in enumerate(st.psum_groups)}})
     click.echo(render(out, fmt, meta={"model": model, "dataset": dataset, "rows": rows,
                                       "fingerprint": inputs.stats.fingerprint}))
+
+
+def _pe_name(description: Mapping[str, Any]) -> str:
+    """The PE a characterisation is of (characterisations cached before PEs were plugins
+    name none: theirs was the default PE or the user's RTL)."""
+    if "pe" in description:
+        return str(description["pe"])
+    if description.get("source") != "gate_level":
+        return "table"
+    return "array" if "default PE" in str(description.get("rtl")) else "own RTL"
 
 
 def _act_hd() -> Any:
