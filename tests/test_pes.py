@@ -169,3 +169,15 @@ def test_characterisations_cached_before_pes_were_plugins_still_name_their_pe():
                      "rtl": "default PE (systolic_dse_plugins/rtl/pe.v)"}) == "array"
     assert _pe_name({"source": "gate_level", "rtl": "mine.v"}) == "own RTL"
     assert _pe_name({"source": "table_file", "path": "t.csv"}) == "table"
+
+
+def test_an_unknown_pe_stops_dse_energy_before_anything_is_written(tmp_path):
+    cache = tmp_path / "cache"
+    done = subprocess.run([sys.executable, "-m", "dse_core.cli", "energy", "lenet5",
+                           "--weights", "random", "--dataset", "digits", "--array", "8x8",
+                           "--energy-model", "msb_hamming", "--pe", "wallace"],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "DSE_CACHE_DIR": str(cache)})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: unknown pe 'wallace'")
+    assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*"))

@@ -75,6 +75,10 @@ def switching_inputs(
     is the batch the array streams (the statistics do not depend on it)."""
     import torch
 
+    # plugin names first: a wrong characteriser or PE must stop before training or
+    # statistics write anything to the cache
+    registry.get("characterizer", characterizer)
+    resolve_pe(dict(characterizer_options or {}), registry)
     model, meta, splits = trained_model(registry, model_ref, dataset, epochs=epochs, seed=seed,
                                         checkpoint=checkpoint, progress=progress,
                                         weights=weights, dataset_options=dataset_options)
