@@ -135,6 +135,110 @@ def test_a_search_over_pes_prices_each_with_its_own_netlist(lenet_inputs, booth,
     assert not (tmp_path / "bad.db").exists()  # validated before anything is written
 
 
+COMPRESSED = """
+name = "pec"
+seed = 0
+n_trials = 4
+objectives = ["mac_energy_pj", "accuracy_drop"]
+[workload]
+model = "lenet5"
+dataset = "mnist5k"
+[space]
+rows = [64]
+cols = [16]
+compression = true
+pe = ["array", "booth"]
+[constraints]
+accuracy_budget_pct = 3.0
+[energy]
+model = "msb_hamming"
+[compression]
+scheduler = "energy_prioritized"
+scheduler_options = { ladder = [255, 8, 3] }
+[training]
+float_epochs = 5
+qat_epochs = 0.3
+fine_tune_epochs = 0.2
+tune_images = 300
+[sampler]
+name = "random"
+"""
+
+
+def test_a_search_over_pe_and_compression_selects_each_pes_codes(
+        registry, lenet_inputs, booth, tmp_path, without_eda_tools):
+    """PE x compression, without Yosys: each PE's guide picks its own cheap codes for the
+    same knobs; the accuracy cache is keyed by the codes, so a plan whose sets two PEs
+    share is fine-tuned once."""
+    import json
+
+    import optuna
+    import sqlalchemy as sa
+
+    from dse_core.search.results import ResultsDB, load_study, open_storage
+    from dse_core.search.study_file import load_search_study
+    from dse_core.search.trials import create_or_load, make_sampler, run_worker, validate
+
+    path = tmp_path / "pec.toml"
+    path.write_text(COMPRESSED)
+    study = load_search_study(path)
+    validate(registry, study)
+    seeded = create_or_load(study, open_storage(study.storage), make_sampler(study, 0, {}))
+    squeezed = {"rows": 64, "cols": 16, "n_high": 3, "n_low": 255, "high_layers": 1}
+    full = {**squeezed, "n_high": 255}
+    for knobs in (squeezed, full):
+        for pe in ("array", "booth"):
+            seeded.enqueue_trial({**knobs, "pe": pe})
+    run_worker(registry, study)
+    trials = [t for t in load_study(study.storage, "pec").trials
+              if t.state == optuna.trial.TrialState.COMPLETE]
+    assert [(t.params["pe"], t.params["n_high"]) for t in trials] == [
+        ("array", 3), ("booth", 3), ("array", 255), ("booth", 255)]
+    db = ResultsDB(study.storage)
+    conv2 = [json.loads({r["layer"]: r for r in db.trial_layers("pec", t.number)}["conv2"]
+                        ["allowed"]) for t in trials]
+    # conv2 holds most of LeNet-5's MAC energy on both PEs: the one squeezed layer
+    assert trials[0].user_attrs["plan"] == trials[1].user_attrs["plan"]
+    assert trials[0].user_attrs["plan"]["conv2"] == 3
+    assert conv2[0] != conv2[1] and len(conv2[0]) == len(conv2[1]) == 3
+    assert not trials[0].user_attrs["accuracy_cached"]
+    assert not trials[1].user_attrs["accuracy_cached"]  # other codes: its own fine-tune
+    # the int8 plan: the same codes on both PEs, one fine-tune, each PE's own energy
+    assert conv2[2] == conv2[3] == list(range(-127, 128))  # FULL_CODES: symmetric int8
+    assert trials[3].user_attrs["accuracy_cached"]
+    assert trials[3].user_attrs["accuracy"] == trials[2].user_attrs["accuracy"]
+    assert trials[3].user_attrs["mac_energy_pj"] != pytest.approx(
+        trials[2].user_attrs["mac_energy_pj"], rel=0.01)
+    with db.engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT allowed_json FROM dse_accuracy_cache "
+                                    "WHERE study_name = 'pec'")).all()
+    assert len(rows) == 3
+    assert sorted(json.loads(r[0])["conv2"] for r in rows if len(json.loads(r[0])["conv2"])
+                  == 3) == sorted(conv2[:2])
+    # squeezing conv2 saves MAC energy on both PEs
+    for squeezed_trial, full_trial in ((trials[0], trials[2]), (trials[1], trials[3])):
+        assert squeezed_trial.user_attrs["mac_energy_pj"] < \
+            0.8 * full_trial.user_attrs["mac_energy_pj"]
+
+
+def test_a_pe_dimension_takes_your_rtl_and_names_a_missing_file(registry, tmp_path):
+    from dse_core.search.study_file import load_search_study, pe_options
+    from dse_core.search.trials import validate
+
+    assert pe_options("booth") == {"pe": "booth"}
+    assert pe_options("my_pe.v") == {"rtl": "my_pe.v", "top": "pe_mac"}
+    assert pe_options("rtl/my_pe.sv:mac") == {"rtl": "rtl/my_pe.sv", "top": "mac"}
+    (tmp_path / "mine.v").write_text("module pe_mine(); endmodule\n")
+    path = tmp_path / "s.toml"
+    path.write_text(SEARCH.replace('pe = ["array", "booth"]',
+                                   'pe = ["array", "mine.v:pe_mine", "gone.v"]'))
+    study = load_search_study(path)
+    assert study.space.pe == ["array", f"{tmp_path / 'mine.v'}:pe_mine",
+                              str(tmp_path / "gone.v")]  # made absolute beside the study
+    with pytest.raises(DseError, match=r"space.pe: '.*gone.v': no such Verilog file"):
+        validate(registry, study)
+
+
 def test_every_dimension_a_trial_draws_makes_it_another_design(registry):
     """A searched parameter that design_key ignored would make two designs one (the second
     a 'repeat' of the first, its results copied): every parameter the evaluator suggests,

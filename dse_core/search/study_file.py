@@ -106,8 +106,9 @@ class Space(StudyModel):
     ofmap_kb: Dimension | None = Field(None, description="ofmap buffer sizes (kB) to search")
     index_storage: list[bool] | None = Field(None, min_length=1, description="search storing "
                                              "compressed weights as codebook indices")
-    pe: list[str] | None = Field(None, min_length=1, description="PE plugins by name "
-                                 "(`dse plugins --kind pe`); default: the characteriser's")
+    pe: list[str] | None = Field(None, min_length=1, description="PEs: plugins by name "
+                                 "(`dse plugins --kind pe`) or your RTL as FILE.v[:TOP]; "
+                                 "default: the characteriser's")
 
     @field_validator("rows", "cols", "ifmap_kb", "filter_kb", "ofmap_kb", mode="before")
     @classmethod
@@ -127,7 +128,7 @@ class Space(StudyModel):
 
     def pe_choices(self) -> list[dict[str, str]]:
         """Characteriser options of each PE searched (one empty set when none is)."""
-        return [{"pe": name} for name in self.pe] if self.pe else [{}]
+        return [pe_options(value) for value in self.pe] if self.pe else [{}]
 
     @property
     def mapping_param(self) -> str:
@@ -245,6 +246,22 @@ class SearchStudy(StudyModel):
         return [OBJECTIVES[o] for o in self.objectives]
 
 
+def is_rtl_pe(value: str) -> bool:
+    """A ``space.pe`` entry that names a Verilog file (``FILE.v`` or ``FILE.v:TOP``)."""
+    return value.partition(":")[0].endswith((".v", ".sv"))
+
+
+def pe_options(value: str | None) -> dict[str, str]:
+    """Characteriser options of one ``space.pe`` entry: ``{"pe": NAME}`` for a PE plugin,
+    ``{"rtl": FILE, "top": TOP}`` for your RTL (top ``pe_mac`` unless given)."""
+    if value is None:
+        return {}
+    if is_rtl_pe(value):
+        rtl, _, top = value.partition(":")
+        return {"rtl": rtl, "top": top or "pe_mac"}
+    return {"pe": value}
+
+
 def load_search_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()
                       ) -> SearchStudy:
     """Read and validate a ``dse run`` study file; the default storage is a SQLite file
@@ -278,6 +295,11 @@ def load_search_study(path: str | Path, overrides: list[str] | tuple[str, ...] =
                                                    path.parent)})
     updates["memory"] = study.memory.model_copy(update={
         "options": _absolute_options(study.memory.options, path.parent)})
+    if study.space.pe:  # your RTL's file, as for the workload's files
+        updates["space"] = study.space.model_copy(update={"pe": [
+            f"{_absolute(v.partition(':')[0], path.parent)}"
+            f"{':' + v.partition(':')[2] if ':' in v else ''}" if is_rtl_pe(v) else v
+            for v in study.space.pe]})
     c = study.compression
     updates["compression"] = c.model_copy(update={
         "policy_options": _absolute_options(c.policy_options, path.parent),

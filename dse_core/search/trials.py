@@ -10,22 +10,19 @@ per-layer breakdown in ``dse_trial_layers``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from dse_core.errors import DseError
 from dse_core.host.registry import Registry, instantiate
 from dse_core.mapping.evaluate import charge_layer
+from dse_core.search.plans import plan_key
 from dse_core.search.report import design_key
 from dse_core.search.results import (
     DERIVED_METRICS,
@@ -35,18 +32,13 @@ from dse_core.search.results import (
     open_storage,
 )
 from dse_core.search.samplers import make_sampler
-from dse_core.search.study_file import SearchStudy
+from dse_core.search.study_file import SearchStudy, pe_options
 from dse_core.search.workers import TrialLoop, create_or_load
-from dse_core.types import ArrayConfig, BufferConfig, CompressionPlan, LayerSpec
+from dse_core.types import ArrayConfig, BufferConfig, LayerSpec
 
 __all__ = ["Evaluator", "validate", "make_sampler", "create_or_load", "run_worker", "plan_key"]
 
 log = logging.getLogger(__name__)
-
-
-def plan_key(plan: CompressionPlan) -> str:
-    return hashlib.sha256(json.dumps(dict(sorted(plan.n_levels.items()))).encode()
-                          ).hexdigest()[:32]
 
 
 def _mapping(registry: Registry, name: str) -> tuple[Any, str]:
@@ -75,9 +67,10 @@ def validate(registry: Registry, study: SearchStudy) -> None:
     if space.pe is not None and not w.dataset:
         raise DseError("space.pe needs workload.dataset: a PE's energy is its switching on "
                        "the network's statistics")
-    if space.pe is not None and len(space.pe) > 1 and space.compression:
-        raise DseError("space.pe with space.compression: one PE guides the weight selection "
-                       "of a study; search the PEs without compression, or give one PE")
+    for options in space.pe_choices():
+        if "rtl" in options and not Path(options["rtl"]).is_file():
+            raise DseError(f"space.pe: {options['rtl']!r}: no such Verilog file (expected a "
+                           "PE plugin's name or FILE.v[:TOP])")
     if w.checkpoint and not Path(w.checkpoint).exists():
         raise DseError(f"workload.checkpoint = {w.checkpoint!r}: no such file")
     if w.checkpoint:  # one that does not load must fail here, not in every trial
@@ -148,8 +141,7 @@ class Evaluator:
                                         study.memory.options)
         self._inputs: dict[tuple[int, str | None], _RowsInputs] = {}
         self._designs: dict[str, int] | None = None  # design key -> first trial number
-        self.session: Any = None
-        self.scheduler: Any = None
+        self.plans: Any = None  # a PlanTrainer when compression is searched
         self.knobs: dict[str, Any] = {}
         self.baseline: dict[str, Any] = {}
         if study.space.compression:
@@ -171,7 +163,7 @@ class Evaluator:
                     seed=self.study.seed, calibration_images=self.study.energy.calibration_images,
                     characterizer=self.study.energy.characterizer,
                     characterizer_options={**self.study.energy.characterizer_options,
-                                           **({"pe": pe} if pe else {})},
+                                           **pe_options(pe)},
                     progress=self.progress, weights=w.weights,
                     dataset_options=w.data_options(), batch=w.batch)
                 self._inputs[rows, pe] = _RowsInputs(si.layers, si.stats, si.characterization)
@@ -185,108 +177,12 @@ class Evaluator:
 
     # -- compression ------------------------------------------------------------------------
     def _setup_compression(self) -> None:
-        from dse_core.compression.compress import Session, _EnergyView, _split_data, resolve_device
-        from dse_core.compression.selection import WeightSelector
-        from dse_core.compression.study import CompressStudy
-        from dse_core.workloads.datasets import load_dataset
+        from dse_core.search.plans import PlanTrainer
 
-        s = self.study
-        c = s.compression
-        selector = instantiate(self.registry.get("selector", c.policy), c.policy_options)
-        self.scheduler = instantiate(self.registry.get("scheduler", c.scheduler),
-                                     c.scheduler_options)
-        if not isinstance(selector, WeightSelector):
-            raise DseError(f"selection policy {c.policy!r} does not implement WeightSelector")
-        rows = s.energy.selection_rows
-        inputs = self.inputs(rows)
         mapper, dataflow, _ = next(iter(self.mappings.values()))
-        array = ArrayConfig(rows, 64, dataflow=dataflow)  # type: ignore[arg-type]
-        maps = [mapper.map(layer, array) for layer in inputs.layers]
-        guide = _EnergyView(self.energy_model, inputs.layers, maps, inputs.stats, inputs.char)
-        splits = load_dataset(self.registry, s.workload.dataset or "",
-                              s.workload.data_options())
-        data = _split_data(splits, s.training.tune_images)
-        compress_study = CompressStudy.model_validate({
-            "name": s.name, "seed": s.seed,
-            "workload": {"model": s.workload.model, "dataset": s.workload.dataset},
-            # the session's budget is unused here (a search applies plans, it does not run
-            # the schedule's accept/revert loop); any valid value will do
-            "compression": {**c.model_dump(), "accuracy_budget_pct":
-                            s.constraints.accuracy_budget_pct or 50.0},
-            "training": s.training.model_dump(exclude={"fine_tune_epochs"})})
-        device = resolve_device(s.training.device)
-        net = self._baseline_network(data, device)
-        self.session = Session(net, selector, guide, data, compress_study, device)
-        self.baseline_state = net.state()
-        base_codes = net.codes()
-        self.baseline = {"accuracy": self.session.accuracy(),
-                         "val_accuracy": self.session.val_accuracy(),
-                         "histograms": {n: np.bincount(c.ravel().astype(np.int64) + 128,
-                                                       minlength=256).tolist()
-                                        for n, c in base_codes.items()}}
-        self.session.baseline_accuracy = self.baseline["accuracy"]
-        energy = guide.mac_pj(base_codes)
-        total = sum(energy.values()) or 1.0
-        self.shares = {n: e / total for n, e in energy.items()}
-        self.knobs = {k.name: k for k in self.scheduler.knobs(list(net.layers))}
-
-    def _baseline_network(self, data: dict[str, Any], device: str) -> Any:
-        """The int8 QAT baseline, trained once per study and cached on disk for every worker
-        (deterministic: same checkpoint, seed and settings give the same network)."""
-        import torch
-
-        from dse_core.cache import atomic_write, cache_dir, content_hash
-        from dse_core.quantization.qat import quantize_network
-        from dse_core.workloads.training import trained_model
-
-        s = self.study
-        model, meta, _ = trained_model(self.registry, s.workload.model or "",
-                                       s.workload.dataset or "",
-                                       epochs=s.training.float_epochs, seed=s.seed,
-                                       checkpoint=s.workload.checkpoint, progress=False,
-                                       weights=s.workload.weights,
-                                       dataset_options=s.workload.data_options())
-        x_fit = data["fit"][0]
-        n_cal = s.training.calibration_batches * s.training.batch_size
-        net = quantize_network(model.to(device).eval(), [
-            b.to(device) for b in x_fit[:n_cal].split(s.training.batch_size)],
-            x_fit[:1].to(device))
-        digest = (hashlib.sha256(Path(meta["path"]).read_bytes()).hexdigest()[:16]
-                  if meta.get("path") else f"random:{s.seed}")
-        key = content_hash("qat-baseline/1", digest, s.model_dump_json(include={
-            "seed", "training"}))
-        path = cache_dir("qat") / f"{key}.pt"
-        if path.exists():
-            net.model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-            return net
-        from dse_core.compression.compress import train_epochs
-
-        train_epochs(net.model, data["fit"], epochs=s.training.qat_epochs, lr=s.training.lr,
-                     batch_size=s.training.batch_size, seed=s.seed * 100_003 + 1, device=device,
-                     optimizer=s.training.optimizer)
-        state = {k: v.detach().cpu() for k, v in net.model.state_dict().items()}
-        atomic_write(path, lambda tmp: torch.save(state, tmp))
-        return net
-
-    def plan_accuracy(self, plan: CompressionPlan) -> dict[str, Any]:
-        key = plan_key(plan)
-        cached = self.db.cached_accuracy(self.study.name, key)
-        if cached is not None:
-            return {**cached, "cached": True}
-        started = time.perf_counter()
-        session = self.session
-        session.restore(self.baseline_state)
-        session.apply(dict(plan.n_levels))
-        session.fine_tune(self.study.training.fine_tune_epochs)
-        codes = session.net.codes()
-        entry = {"accuracy": session.accuracy(), "val_accuracy": session.val_accuracy(),
-                 "histograms": {n: np.bincount(c.ravel().astype(np.int64) + 128,
-                                               minlength=256).tolist()
-                                for n, c in codes.items()},
-                 "allowed": {n: list(m.allowed) for n, m in session.net.layers.items()},
-                 "seconds": time.perf_counter() - started}
-        self.db.store_accuracy(self.study.name, key, plan.n_levels, entry)
-        return {**entry, "cached": False}
+        self.plans = PlanTrainer(self.registry, self.study, self.db, self.energy_model,
+                                 (mapper, dataflow), self.inputs)
+        self.knobs, self.baseline = self.plans.knobs, self.plans.baseline
 
     # -- one trial ------------------------------------------------------------------------
     def suggest_memory(self, trial: Any) -> Any:
@@ -367,14 +263,13 @@ class Evaluator:
                                      "onchip_kb": float(onchip_kb), "area_mm2": area}
         histograms: dict[str, list[int]] | None = None
         allowed: dict[str, list[int]] = {}
-        plan = (self.scheduler.plan(knob_values, self.shares) if self.session is not None
-                else None)
+        plan = self.plans.plan(knob_values, pe) if self.plans is not None else None
         design = design_key(trial.params, plan.n_levels if plan is not None else None)
         repeat = self._repeat_of(trial, design)
         if repeat is not None:  # the same design again: its results, at no cost
             return self._copy_trial(trial, repeat)
         if plan is not None:
-            acc = self.plan_accuracy(plan)
+            acc = self.plans.accuracy(plan, pe)
             histograms, allowed = acc["histograms"], acc["allowed"]
             # the objective and the constraint use the tuning split (as dse compress
             # decides); the validation drop is reported beside them, and a design whose
