@@ -1,4 +1,5 @@
-"""Shipped layer schedulers: ``energy_prioritized`` (the paper), ``uniform`` (layer-agnostic,
+"""Shipped layer schedulers: ``energy_prioritized`` (the paper), ``energy_backtracking`` (the
+same greedy, retrying failed layers with smaller steps), ``uniform`` (layer-agnostic,
 PowerPruning's setting) and ``per_layer`` (sizes given by the user or a search)."""
 
 from __future__ import annotations
@@ -103,6 +104,65 @@ class EnergyPrioritized:
         return CompressionPlan({n: self.ladder[p] for n, p in position.items()})
 
 
+class EnergyBacktracking(EnergyPrioritized):
+    """The energy-prioritised greedy without its freeze-on-first-failure: a failed step is
+    reverted and the layer is *retried later with a smaller step*. After a failure the layer
+    rests while the other layers take their steps (their fine-tunes may let it recover), its
+    next target is halfway between its current and the failed size, and it is frozen only
+    after ``patience`` failures. So the schedule spends the budget rather than stopping at
+    the first layer that breaks, and sizes between the ladder's rungs are reachable near the
+    budget. Knobs and search plans are ``energy_prioritized``'s."""
+
+    def __init__(self, ladder: Sequence[int] = DEFAULT_LADDER, fine_tune_epochs: float = 0.5,
+                 max_steps: int = 100, min_share: float = 0.0, rank_by: str = "saving",
+                 patience: int = 2) -> None:
+        super().__init__(ladder, fine_tune_epochs, max_steps, min_share, rank_by)
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValidationError.field("energy_backtracking", "patience", patience,
+                                        "failed steps per layer before it is frozen, >= 1")
+        self.patience = patience
+
+    def run(self, session: CompressionSession) -> CompressionPlan:
+        ladders = {name: list(self.ladder) for name in session.layer_names}
+        position = {name: 0 for name in session.layer_names}
+        failures = {name: 0 for name in session.layer_names}
+        resting: set[str] = set()
+        for step in range(self.max_steps):
+            shares = session.energy_shares()
+            open_layers = [n for n in session.layer_names if failures[n] < self.patience
+                           and position[n] + 1 < len(ladders[n])
+                           and shares[n] >= self.min_share]
+            if not open_layers:
+                break
+            awake = [n for n in open_layers if n not in resting] or open_layers
+            if self.rank_by == "saving":
+                now = session.mac_energy_pj()
+                saving = {n: now - session.preview_energy({n: ladders[n][position[n] + 1]})
+                          for n in awake}
+                name = max(awake, key=lambda n: (saving[n], shares[n]))
+            else:
+                name = max(awake, key=lambda n: shares[n])
+            snapshot = session.snapshot()
+            current, n_levels = ladders[name][position[name]], ladders[name][position[name] + 1]
+            session.apply({name: n_levels})
+            session.fine_tune(self.fine_tune_epochs)
+            acc = session.accuracy()
+            accepted = session.within_budget(acc)
+            session.log_step(step=step, layer=name, share=shares[name], n_levels=n_levels,
+                             accuracy=acc, accepted=accepted)
+            if accepted:
+                position[name] += 1
+                resting.clear()  # the network changed: every layer may try again
+                continue
+            session.restore(snapshot)
+            failures[name] += 1
+            resting.add(name)
+            halfway = (current + n_levels) // 2
+            if n_levels < halfway < current:  # a gentler step next time
+                ladders[name].insert(position[name] + 1, halfway)
+        return CompressionPlan({n: ladders[n][p] for n, p in position.items()})
+
+
 class Uniform:
     """One allowed-set size for every layer (layer-agnostic): walk down the ladder with all
     layers at once while accuracy stays within the budget; the last accepted size wins."""
@@ -170,6 +230,10 @@ def dse_register_schedulers(register):  # type: ignore[no-untyped-def]
     register(SchedulerPlugin(
         name="energy_prioritized", factory=EnergyPrioritized,
         summary="greedy: tighten the highest-energy layer, fine-tune, keep within the budget"))
+    register(SchedulerPlugin(
+        name="energy_backtracking", factory=EnergyBacktracking,
+        summary="the energy-prioritised greedy, retrying a failed layer later with a "
+                "smaller step instead of freezing it"))
     register(SchedulerPlugin(
         name="uniform", factory=Uniform,
         summary="one allowed-set size for every layer, as small as the budget allows"))

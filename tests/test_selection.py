@@ -47,7 +47,7 @@ def layer():
 def test_the_shipped_policies_implement_the_contract(registry):
     for name in ("energy_accuracy", "lowest_energy", "full"):
         assert isinstance(_make(registry, "selector", name), WeightSelector)
-    for name in ("energy_prioritized", "uniform", "per_layer"):
+    for name in ("energy_prioritized", "energy_backtracking", "uniform", "per_layer"):
         assert isinstance(_make(registry, "scheduler", name), LayerScheduler)
 
 
@@ -178,6 +178,57 @@ def test_energy_prioritized_tightens_high_energy_layers_first_and_freezes(regist
     assert session.n == {"big": 4, "mid": 16, "small": 4}  # the reverted step is undone
     assert session.accuracy() >= 90.0 - 2.0
     assert session.fine_tunes == len(session.steps)
+
+
+class Curve(dict):
+    """Values at a few set sizes, linear in between (for sizes off the ladder)."""
+
+    def __missing__(self, n):
+        lo = max(k for k in self if k < n)
+        hi = min(k for k in self if k > n)
+        return self[lo] + (self[hi] - self[lo]) * (n - lo) / (hi - lo)
+
+
+def _curved_session(budget):
+    s = _session(budget)
+    s.energy_at = {k: Curve(v) for k, v in s.energy_at.items()}
+    s.damage = {k: Curve(v) for k, v in s.damage.items()}
+    return s
+
+
+def test_energy_backtracking_retries_a_failed_layer_with_a_smaller_step(registry):
+    greedy = _curved_session(budget=2.3)
+    greedy_plan = _make(registry, "scheduler", "energy_prioritized",
+                        ladder=list(LADDER)).run(greedy)
+    assert dict(greedy_plan.n_levels) == {"big": 4, "mid": 16, "small": 4}  # mid frozen
+    session = _curved_session(budget=2.3)
+    plan = _make(registry, "scheduler", "energy_backtracking", ladder=list(LADDER)).run(session)
+    order = [(s["layer"], s["n_levels"], s["accepted"]) for s in session.steps]
+    assert order[:4] == [("big", 16, True), ("big", 4, True), ("mid", 16, True),
+                         ("mid", 4, False)]  # 2.7 points lost: reverted, mid rests
+    # another layer goes first; once it has moved, mid tries again, halfway between 16
+    # and 4 (0.85 points instead of 1.5); its next step fails again: frozen at 10
+    assert order[4:] == [("small", 16, True), ("mid", 10, True), ("mid", 4, False),
+                         ("small", 4, True)]
+    assert dict(plan.n_levels) == {"big": 4, "mid": 10, "small": 4} == session.n
+    assert session.accuracy() >= 90.0 - 2.3
+    assert session.mac_energy_pj() == pytest.approx(30 + 18.5 + 3)
+    assert session.mac_energy_pj() < greedy.mac_energy_pj() - 6  # 51.5 vs 58 pJ
+    assert session.fine_tunes == len(session.steps)
+    # patience 1 freezes at the first failure: the paper's greedy
+    once = _curved_session(budget=2.3)
+    plan_once = _make(registry, "scheduler", "energy_backtracking", ladder=list(LADDER),
+                      patience=1).run(once)
+    assert plan_once == greedy_plan and len(once.steps) == len(greedy.steps)
+    with pytest.raises(DseError, match=r"energy_backtracking.patience = 0"):
+        _make(registry, "scheduler", "energy_backtracking", patience=0)
+    # a search samples it as energy_prioritized: the same knobs, the same plans
+    ep, bt = (_make(registry, "scheduler", n) for n in ("energy_prioritized",
+                                                         "energy_backtracking"))
+    shares = {"a": 0.6, "b": 0.4}
+    assert [k.name for k in bt.knobs(list(shares))] == [k.name for k in ep.knobs(list(shares))]
+    values = {"n_high": 8, "n_low": 64, "high_layers": 1}
+    assert bt.plan(values, shares) == ep.plan(values, shares)
 
 
 def test_energy_prioritized_by_share_and_min_share(registry):
