@@ -18,13 +18,20 @@ import statistics
 import time
 from pathlib import Path
 
-# name -> (guiding energy model, selection policy, scheduler)
-METHODS = {
-    "paper": ("msb_hamming", "energy_accuracy", "energy_prioritized"),
-    "powerpruning": ("global_activation", "lowest_energy", "uniform"),
-    "paper-global-stats": ("global_activation", "energy_accuracy", "energy_prioritized"),
-    "paper-lowest-energy": ("msb_hamming", "lowest_energy", "energy_prioritized"),
-    "paper-uniform": ("msb_hamming", "energy_accuracy", "uniform"),
+# name -> (guiding energy model, selection policy, scheduler, scheduler options over the
+# study's). The energy-blind baselines (inq-style, kmeans, ttq-style) ignore the guide.
+METHODS: dict[str, tuple[str, str, str, dict]] = {
+    "paper": ("msb_hamming", "energy_accuracy", "energy_prioritized", {}),
+    "backtracking": ("msb_hamming", "energy_accuracy", "energy_backtracking", {}),
+    "backtracking-global-stats": ("global_activation", "energy_accuracy",
+                                  "energy_backtracking", {}),
+    "powerpruning": ("global_activation", "lowest_energy", "uniform", {}),
+    "inq-style": ("msb_hamming", "power_of_two", "uniform", {}),
+    "kmeans": ("msb_hamming", "kmeans", "uniform", {}),
+    "ttq-style": ("msb_hamming", "kmeans", "uniform", {"ladder": [255, 3]}),
+    "paper-global-stats": ("global_activation", "energy_accuracy", "energy_prioritized", {}),
+    "paper-lowest-energy": ("msb_hamming", "lowest_energy", "energy_prioritized", {}),
+    "paper-uniform": ("msb_hamming", "energy_accuracy", "uniform", {}),
 }
 
 
@@ -49,7 +56,7 @@ def run(args: argparse.Namespace) -> None:
             for method in args.methods:
                 if (method, budget, seed) in done:
                     continue
-                guide, policy, scheduler = METHODS[method]
+                guide, policy, scheduler, method_options = METHODS[method]
                 study = load_study(args.study, [
                     f"seed={seed}", f"compression.accuracy_budget_pct={budget}",
                     f'energy.model="{guide}"', f'compression.policy="{policy}"',
@@ -58,8 +65,8 @@ def run(args: argparse.Namespace) -> None:
                 # (the ladder and fine-tune length stay the same for every method)
                 accepted = inspect.signature(
                     registry.get("scheduler", scheduler).factory).parameters
-                options = {k: v for k, v in study.compression.scheduler_options.items()
-                           if k in accepted}
+                options = {**{k: v for k, v in study.compression.scheduler_options.items()
+                              if k in accepted}, **method_options}
                 study = study.model_copy(update={"compression": study.compression.model_copy(
                     update={"scheduler_options": options})})
                 started = time.perf_counter()
@@ -71,6 +78,8 @@ def run(args: argparse.Namespace) -> None:
                            "float_accuracy", "baseline_accuracy", "compressed_accuracy",
                            "accuracy_drop", "baseline_mac_pj", "compressed_mac_pj",
                            "mac_reduction_pct", "total_reduction_pct",
+                           "total_reduction_indexed_pct", "tune_accuracy_drop",
+                           "within_budget",
                            "baseline_tune_accuracy", "compressed_tune_accuracy")},
                        "n_levels": {lc["layer"]: lc["n_levels"] for lc in doc["layers"]},
                        "overrides": args.set}
@@ -81,10 +90,10 @@ def run(args: argparse.Namespace) -> None:
                       f"{row['accuracy_drop']:.2f}, {row['wall_s']:.0f} s", flush=True)
 
 
-def _mean_sd(values: list[float]) -> str:
+def _mean_sd(values: list[float], digits: int = 1) -> str:
     if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def summary(args: argparse.Namespace) -> None:
@@ -93,16 +102,23 @@ def summary(args: argparse.Namespace) -> None:
     groups: dict[tuple[str, float], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["budget"]), []).append(r)
-    print("| method | budget % | runs | MAC energy reduction % | accuracy drop (points) | "
-          "wall s |")
-    print("|---|---|---|---|---|---|")
+    print("| method | budget % | runs | MAC energy reduction % | system, int8 / index storage % "
+          "| accuracy drop (points) | over budget | wall s |")
+    print("|---|---|---|---|---|---|---|---|")
     baselines = {r["seed"]: r for r in rows}
     base_acc = [r["baseline_accuracy"] for r in baselines.values()]
-    print(f"| int8 baseline | - | {len(base_acc)} | 0 | accuracy {_mean_sd(base_acc)} % | - |")
+    print(f"| int8 baseline | - | {len(base_acc)} | 0 | 0 | accuracy {_mean_sd(base_acc)} % "
+          "| - | - |")
     for (method, budget), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        each = ", ".join(f"{r['mac_reduction_pct']:.1f}" for r in sorted(
+            rs, key=lambda r: r["seed"]))
+        system = (f"{_mean_sd([r['total_reduction_pct'] for r in rs], 2)} / "
+                  f"{_mean_sd([r['total_reduction_indexed_pct'] for r in rs])}"
+                  if all("total_reduction_indexed_pct" in r for r in rs) else "-")
+        over = sum(r["accuracy_drop"] > budget + 1e-9 for r in rs)
         print(f"| {method} | {budget:g} | {len(rs)} | "
-              f"{_mean_sd([r['mac_reduction_pct'] for r in rs])} | "
-              f"{_mean_sd([r['accuracy_drop'] for r in rs])} | "
+              f"{_mean_sd([r['mac_reduction_pct'] for r in rs])} ({each}) | {system} | "
+              f"{_mean_sd([r['accuracy_drop'] for r in rs])} | {over} | "
               f"{_mean_sd([r['wall_s'] for r in rs])} |")
     if args.plot:
         import matplotlib

@@ -1,5 +1,7 @@
 """Shipped weight-selection policies: ``energy_accuracy`` (the paper's co-optimisation, as
-reconstructed in docs/compression.md), ``lowest_energy`` (PowerPruning) and ``full``."""
+reconstructed in docs/compression.md), ``lowest_energy`` (PowerPruning), ``full``, and two
+energy-blind baselines a reviewer asks for: ``power_of_two`` (INQ-style) and ``kmeans``
+(weight sharing with a learned codebook; with 3 codes, TTQ-style ternary sets)."""
 
 from __future__ import annotations
 
@@ -134,6 +136,63 @@ class EnergyAccuracy:
         return AllowedSet(request.layer, tuple(c - 128 for c in scores))
 
 
+class PowerOfTwo:
+    """INQ-style: 0 and signed powers of two, from the largest power the layer's weights need
+    (INQ's ``floor(log2(4/3 · max|w|))``) downwards, both signs of a power before the next
+    smaller one, until ``n_levels`` codes (at most 15: 0, ±1 … ±64; -128 only as the top
+    power). Blind to energy."""
+
+    needs_sensitivity = False
+
+    def select(self, request: SelectionRequest) -> AllowedSet:
+        peak = float(np.max(np.abs(np.asarray(request.weights, dtype=np.float64)), initial=0.0))
+        top = int(np.clip(np.floor(np.log2(max(4.0 * peak / 3.0, 1.0))), 0, 7))
+        chosen = [0]
+        for k in range(top, -1, -1):
+            for code in (2 ** k, -(2 ** k)):
+                if len(chosen) < request.n_levels and -128 <= code <= 127:
+                    chosen.append(code)
+        return AllowedSet(request.layer, tuple(chosen))
+
+
+class KMeans:
+    """Weight sharing: a codebook of ``n_levels`` codes (0 kept as one) fitted to the
+    layer's weights by 1-D k-means (Lloyd, weighted by how many weights round to each code,
+    started at evenly spaced quantiles of the non-zero weights), rounded to int8 codes. With
+    3 codes it is a TTQ-style ternary set {-a, 0, b}. Blind to energy."""
+
+    needs_sensitivity = False
+
+    def __init__(self, iterations: int = 50) -> None:
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise ValidationError.field("kmeans", "iterations", iterations, "an integer >= 1")
+        self.iterations = iterations
+
+    def select(self, request: SelectionRequest) -> AllowedSet:
+        count = np.bincount(_raw_codes(np.asarray(request.weights, np.float64).ravel()),
+                            minlength=256).astype(np.float64)
+        values = _CODES.astype(np.float64)
+        k = min(request.n_levels, 255) - 1  # centroids besides the fixed 0
+        nonzero = (count > 0) & (values != 0)
+        if k < 1 or not nonzero.any():
+            return AllowedSet(request.layer, (0,))
+        cdf = np.cumsum(count * nonzero) / max(float((count * nonzero).sum()), 1.0)
+        centres = np.interp((np.arange(k) + 0.5) / k, cdf, values)
+        for _ in range(self.iterations):
+            book = np.concatenate([[0.0], centres])
+            owner = np.argmin(np.abs(values[:, None] - book[None, :]), axis=1)
+            moved = centres.copy()
+            for j in range(1, k + 1):
+                mass = count[owner == j].sum()
+                if mass > 0:
+                    moved[j - 1] = float((count * values)[owner == j].sum() / mass)
+            if np.allclose(moved, centres):
+                break
+            centres = moved
+        codes = {0, *(int(c) for c in np.clip(np.round(centres), -128, 127))}
+        return AllowedSet(request.layer, tuple(codes))
+
+
 @hookimpl
 def dse_register_selectors(register):  # type: ignore[no-untyped-def]
     register(SelectorPlugin(
@@ -142,5 +201,12 @@ def dse_register_selectors(register):  # type: ignore[no-untyped-def]
     register(SelectorPlugin(
         name="lowest_energy", factory=LowestEnergy,
         summary="keep 0 and the n-1 lowest-energy codes (PowerPruning)"))
+    register(SelectorPlugin(
+        name="power_of_two", factory=PowerOfTwo,
+        summary="0 and signed powers of two from the layer's range down (INQ-style)"))
+    register(SelectorPlugin(
+        name="kmeans", factory=KMeans,
+        summary="a k-means codebook of the layer's weights (weight sharing; 3 codes: "
+                "ternary, TTQ-style)"))
     register(SelectorPlugin(
         name="full", factory=FullSet, summary="every int8 code (no compression)"))

@@ -45,10 +45,50 @@ def layer():
 
 
 def test_the_shipped_policies_implement_the_contract(registry):
-    for name in ("energy_accuracy", "lowest_energy", "full"):
+    for name in ("energy_accuracy", "lowest_energy", "full", "power_of_two", "kmeans"):
         assert isinstance(_make(registry, "selector", name), WeightSelector)
     for name in ("energy_prioritized", "energy_backtracking", "uniform", "per_layer"):
         assert isinstance(_make(registry, "scheduler", name), LayerScheduler)
+
+
+def _projection_error(weights, codes):
+    from dse_core.quantization.qat import projection_table
+
+    raw = np.clip(np.round(weights), -127, 127).astype(np.int64)
+    return float(((projection_table(list(codes))[raw + 128] - weights) ** 2).mean())
+
+
+def test_power_of_two_takes_powers_from_the_layers_range_down(registry):
+    selector = _make(registry, "selector", "power_of_two")
+    rng = np.random.default_rng(0)
+    weights = np.clip(rng.normal(0, 6, 4000), -20, 20)  # max |w| = 20: top power 16
+    pick = lambda n: selector.select(SelectionRequest("l", n, np.ones(256), weights)).codes  # noqa: E731
+    assert pick(3) == (-16, 0, 16)
+    assert pick(4) == (-16, 0, 8, 16)
+    assert pick(255) == (-16, -8, -4, -2, -1, 0, 1, 2, 4, 8, 16)  # every power it needs
+    wide = np.array([-120.0, 0.0, 100.0])  # 4/3 * 120 = 160: top power 128, only -128 fits
+    assert selector.select(SelectionRequest("l", 4, np.ones(256), wide)).codes == (
+        -128, -64, 0, 64)
+
+
+def test_kmeans_fits_the_weights_clusters_whatever_they_cost(registry):
+    selector = _make(registry, "selector", "kmeans")
+    rng = np.random.default_rng(1)
+    clusters = np.concatenate([rng.normal(-40, 1.5, 3000), rng.normal(0, 1.0, 2000),
+                               rng.normal(30, 1.5, 3000)])
+    costly = np.ones(256)
+    costly[[128 - 40, 128 + 30]] = 1e6  # energy is ignored: the centroids are kept
+    assert selector.select(SelectionRequest("l", 3, costly, clusters)).codes == (-40, 0, 30)
+    laplace = rng.laplace(0, 12, 8000)
+    for n in (3, 4, 8, 16):
+        codes = selector.select(SelectionRequest("l", n, np.ones(256), laplace)).codes
+        assert 0 in codes and len(codes) <= n
+        inq = _make(registry, "selector", "power_of_two").select(
+            SelectionRequest("l", n, np.ones(256), laplace)).codes
+        # a fitted codebook of the same size quantises the weights better than powers of 2
+        assert _projection_error(laplace, codes) < _projection_error(laplace, inq)
+    with pytest.raises(DseError, match="kmeans.iterations = 0"):
+        _make(registry, "selector", "kmeans", iterations=0)
 
 
 def test_lowest_energy_keeps_zero_and_the_cheapest_codes(registry, layer):
