@@ -23,6 +23,10 @@ from pathlib import Path
 METHODS: dict[str, tuple[str, str, str, dict]] = {
     "paper": ("msb_hamming", "energy_accuracy", "energy_prioritized", {}),
     "backtracking": ("msb_hamming", "energy_accuracy", "energy_backtracking", {}),
+    "backtracking-variants": ("msb_hamming", "energy_accuracy", "energy_backtracking",
+                              {"selection_variants": [
+                                  {"criterion": "lagrangian", "energy_weight": 3.0},
+                                  {"criterion": "lagrangian", "energy_weight": 1.0}]}),
     "backtracking-global-stats": ("global_activation", "energy_accuracy",
                                   "energy_backtracking", {}),
     "powerpruning": ("global_activation", "lowest_energy", "uniform", {}),

@@ -111,16 +111,27 @@ class EnergyBacktracking(EnergyPrioritized):
     next target is halfway between its current and the failed size, and it is frozen only
     after ``patience`` failures. So the schedule spends the budget rather than stopping at
     the first layer that breaks, and sizes between the ladder's rungs are reachable near the
-    budget. Knobs and search plans are ``energy_prioritized``'s."""
+    budget. ``selection_variants``: option tables of the study's selection policy (e.g.
+    ``{criterion = "lagrangian", energy_weight = 3}``) tried in order, at the same size, when
+    a step with the study's own selection fails, before the step counts as failed: another
+    set of the same size may keep the accuracy. Knobs and search plans are
+    ``energy_prioritized``'s."""
 
     def __init__(self, ladder: Sequence[int] = DEFAULT_LADDER, fine_tune_epochs: float = 0.5,
                  max_steps: int = 100, min_share: float = 0.0, rank_by: str = "saving",
-                 patience: int = 2) -> None:
+                 patience: int = 2, selection_variants: Sequence[Mapping[str, Any]] = ()
+                 ) -> None:
         super().__init__(ladder, fine_tune_epochs, max_steps, min_share, rank_by)
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
             raise ValidationError.field("energy_backtracking", "patience", patience,
                                         "failed steps per layer before it is frozen, >= 1")
+        if isinstance(selection_variants, str | bytes) or not all(
+                isinstance(v, Mapping) and v for v in selection_variants):
+            raise ValidationError.field("energy_backtracking", "selection_variants",
+                                        selection_variants, "a list of option tables of the "
+                                        "study's selection policy")
         self.patience = patience
+        self.selection_variants = tuple(dict(v) for v in selection_variants)
 
     def run(self, session: CompressionSession) -> CompressionPlan:
         ladders = {name: list(self.ladder) for name in session.layer_names}
@@ -144,12 +155,20 @@ class EnergyBacktracking(EnergyPrioritized):
                 name = max(awake, key=lambda n: shares[n])
             snapshot = session.snapshot()
             current, n_levels = ladders[name][position[name]], ladders[name][position[name] + 1]
-            session.apply({name: n_levels})
-            session.fine_tune(self.fine_tune_epochs)
-            acc = session.accuracy()
-            accepted = session.within_budget(acc)
-            session.log_step(step=step, layer=name, share=shares[name], n_levels=n_levels,
-                             accuracy=acc, accepted=accepted)
+            for variant, options in enumerate((None, *self.selection_variants)):
+                if variant:
+                    session.restore(snapshot)
+                    session.apply({name: n_levels}, options)
+                else:
+                    session.apply({name: n_levels})
+                session.fine_tune(self.fine_tune_epochs)
+                acc = session.accuracy()
+                accepted = session.within_budget(acc)
+                session.log_step(step=step, layer=name, share=shares[name], n_levels=n_levels,
+                                 accuracy=acc, accepted=accepted,
+                                 **({"selection": options} if variant else {}))
+                if accepted:
+                    break
             if accepted:
                 position[name] += 1
                 resting.clear()  # the network changed: every layer may try again

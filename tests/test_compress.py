@@ -108,9 +108,21 @@ def _study(tmp_path: Path, text: str) -> Path:
     return path
 
 
+SCHEDULER = ('scheduler = "energy_prioritized"\n'
+             'scheduler_options = { ladder = [255, 8, 3], fine_tune_epochs = 0.2 }')
+
+
 @pytest.mark.parametrize("edit, message", [
     (('policy = "energy_accuracy"', 'policy = "magic"'),
-     "unknown selector 'magic'; known: energy_accuracy, full, lowest_energy"),
+     "unknown selector 'magic'; known: energy_accuracy, full, kmeans, lowest_energy, "
+     "power_of_two"),
+    ((SCHEDULER, 'scheduler = "energy_backtracking"\n'
+      'scheduler_options = { selection_variants = [{ criterion = "lagrangian" }, '
+      '{ energy_wieght = 3 }] }'),
+     "compression.scheduler_options.selection_variants: {'energy_wieght': 3}: option "
+     "'energy_wieght' is not accepted by 'energy_accuracy'"),
+    ((SCHEDULER, 'scheduler = "energy_backtracking"\n'
+      'scheduler_options = { patience = 0 }'), "energy_backtracking.patience = 0"),
     (('scheduler = "energy_prioritized"', 'scheduler = "greedy"'), "unknown scheduler 'greedy'"),
     (("accuracy_budget_pct = 2.0", "accuracy_budget_pct = 120"),
      "compression.accuracy_budget_pct = 120: input should be less than 100"),

@@ -8,10 +8,11 @@ of the training data, so the validation split the report quotes never steers the
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -230,6 +231,9 @@ class Session:
         self.steps: list[dict[str, Any]] = []
         self._calls = 0
         self._sensitivity_cache: dict[str, np.ndarray] = {}
+        self._variants: dict[str, WeightSelector] = {}
+        #: the selection plugin's factory (options -> selector), for selection variants
+        self.selector_factory: Callable[[dict[str, Any]], WeightSelector] | None = None
 
     # -- training -----------------------------------------------------------------------
     def fine_tune(self, epochs: float) -> None:
@@ -321,9 +325,23 @@ class Session:
             for name, codes in saved.items():
                 self.net.set_allowed(name, codes)
 
-    def apply(self, plan: Mapping[str, int], fresh_sensitivity: bool = True) -> None:
+    def selection_variant(self, options: Mapping[str, Any] | None) -> WeightSelector:
+        """The study's selection policy, or the same policy with ``options`` over the
+        study's (a scheduler's ``selection_variants``; checked in ``_plugins``)."""
+        if not options:
+            return self.selector
+        key = json.dumps(dict(options), sort_keys=True)
+        if key not in self._variants:
+            options = {**self.study.compression.policy_options, **options}
+            self._variants[key] = (self.selector_factory(options) if self.selector_factory
+                                   else type(self.selector)(**options))  # type: ignore[call-arg]
+        return self._variants[key]
+
+    def apply(self, plan: Mapping[str, int], options: Mapping[str, Any] | None = None,
+              fresh_sensitivity: bool = True) -> None:
         CompressionPlan(dict(plan))  # validates the sizes
-        if self.selector.needs_sensitivity and (fresh_sensitivity or not self._sensitivity_cache):
+        selector = self.selection_variant(options)
+        if selector.needs_sensitivity and (fresh_sensitivity or not self._sensitivity_cache):
             self._sensitivity_cache = self._sensitivity()
         sensitivity = self._sensitivity_cache
         weights = self.net.weights_in_code_units()
@@ -337,7 +355,7 @@ class Session:
             if not np.isfinite(weights[name]).all():
                 raise DseError(f"training diverged: layer {name} has non-finite weights; "
                                f"lower training.lr (now {self.study.training.lr})")
-            allowed = self.selector.select(SelectionRequest(
+            allowed = selector.select(SelectionRequest(
                 name, n_levels, self.guide.per_weight_pj[name], weights[name],
                 sensitivity.get(name)))
             if 0 not in allowed.codes or allowed.n_levels > n_levels:
@@ -391,6 +409,12 @@ def _plugins(registry: Registry, study: CompressStudy) -> tuple[Any, Any, dict[s
         raise DseError(f"selection policy {c.policy!r} does not implement WeightSelector")
     if not isinstance(scheduler, LayerScheduler):
         raise DseError(f"scheduler {c.scheduler!r} does not implement LayerScheduler")
+    for options in getattr(scheduler, "selection_variants", ()):  # before any training
+        try:
+            instantiate(sel_record, {**c.policy_options, **options})
+        except DseError as exc:
+            raise DseError(f"compression.scheduler_options.selection_variants: {options}: "
+                           f"{exc}") from exc
     versions = {f"{kind}:{r.name}": f"{r.provider} {r.version}" for kind, r in (
         ("selector", sel_record), ("scheduler", sched_record),
         ("energy_model", registry.get("energy_model", study.energy.model)),
@@ -441,6 +465,8 @@ def run_compression(registry: Registry, study: CompressStudy, *, progress: bool 
     if missing:
         raise DseError(f"layers {missing} of {study.workload.model} were not traced")
     session = Session(net, selector, guide, data, study, device, progress)
+    session.selector_factory = lambda options: instantiate(
+        registry.get("selector", study.compression.policy), options)
     with torch.no_grad():
         float_acc = 100.0 * float(sum(
             int((float_model(x.to(device)).argmax(1).cpu() == y).sum())

@@ -96,8 +96,11 @@ class CompressionSession(Protocol):
         """Each layer's share of the network's MAC energy under the current allowed sets."""
         ...
 
-    def apply(self, plan: Mapping[str, int]) -> None:
-        """Select each named layer's allowed set of the given size (others unchanged)."""
+    def apply(self, plan: Mapping[str, int], options: Mapping[str, Any] | None = None
+              ) -> None:
+        """Select each named layer's allowed set of the given size (others unchanged).
+        ``options``: one of the scheduler's ``selection_variants``: the study's selection
+        policy with these options over its own, for this call."""
         ...
 
     def preview_energy(self, plan: Mapping[str, int]) -> float:
