@@ -27,6 +27,10 @@ METHODS: dict[str, tuple[str, str, str, dict]] = {
                               {"selection_variants": [
                                   {"criterion": "lagrangian", "energy_weight": 3.0},
                                   {"criterion": "lagrangian", "energy_weight": 1.0}]}),
+    "backtracking-variants-global-stats": (
+        "global_activation", "energy_accuracy", "energy_backtracking",
+        {"selection_variants": [{"criterion": "lagrangian", "energy_weight": 3.0},
+                                {"criterion": "lagrangian", "energy_weight": 1.0}]}),
     "backtracking-global-stats": ("global_activation", "energy_accuracy",
                                   "energy_backtracking", {}),
     "powerpruning": ("global_activation", "lowest_energy", "uniform", {}),

@@ -114,7 +114,8 @@ class EnergyBacktracking(EnergyPrioritized):
     budget. ``selection_variants``: option tables of the study's selection policy (e.g.
     ``{criterion = "lagrangian", energy_weight = 3}``) tried in order, at the same size, when
     a step with the study's own selection fails, before the step counts as failed: another
-    set of the same size may keep the accuracy. Knobs and search plans are
+    set of the same size may keep the accuracy; once every layer has settled, each layer left
+    with a variant's set tries the study's own set of its size once more. Knobs and search plans are
     ``energy_prioritized``'s."""
 
     def __init__(self, ladder: Sequence[int] = DEFAULT_LADDER, fine_tune_epochs: float = 0.5,
@@ -137,6 +138,7 @@ class EnergyBacktracking(EnergyPrioritized):
         ladders = {name: list(self.ladder) for name in session.layer_names}
         position = {name: 0 for name in session.layer_names}
         failures = {name: 0 for name in session.layer_names}
+        gentler: dict[str, bool] = {}  # the layer's set came from a selection variant
         resting: set[str] = set()
         for step in range(self.max_steps):
             shares = session.energy_shares()
@@ -171,6 +173,7 @@ class EnergyBacktracking(EnergyPrioritized):
                     break
             if accepted:
                 position[name] += 1
+                gentler[name] = variant > 0
                 resting.clear()  # the network changed: every layer may try again
                 continue
             session.restore(snapshot)
@@ -179,7 +182,26 @@ class EnergyBacktracking(EnergyPrioritized):
             halfway = (current + n_levels) // 2
             if n_levels < halfway < current:  # a gentler step next time
                 ladders[name].insert(position[name] + 1, halfway)
+        self._squeeze(session, [n for n in session.layer_names if gentler.get(n)],
+                      {n: ladders[n][p] for n, p in position.items()})
         return CompressionPlan({n: ladders[n][p] for n, p in position.items()})
+
+    def _squeeze(self, session: CompressionSession, layers: list[str],
+                 sizes: Mapping[str, int]) -> None:
+        """Layers whose set came from a selection variant try the study's own (cheaper) set
+        of the same size once more, now that every other layer has settled: kept if it
+        stays within the budget and costs less."""
+        shares = session.energy_shares()
+        for name in sorted(layers, key=lambda n: -shares[n]):
+            snapshot, before = session.snapshot(), session.mac_energy_pj()
+            session.apply({name: sizes[name]})
+            session.fine_tune(self.fine_tune_epochs)
+            acc = session.accuracy()
+            accepted = session.within_budget(acc) and session.mac_energy_pj() < before
+            session.log_step(step="squeeze", layer=name, share=shares[name],
+                             n_levels=sizes[name], accuracy=acc, accepted=accepted)
+            if not accepted:
+                session.restore(snapshot)
 
 
 class Uniform:

@@ -159,12 +159,18 @@ class ScriptedSession:
         self.steps: list[dict[str, Any]] = []
         self.fine_tunes = 0
 
+    recovery = 0.0  # points of accuracy each fine-tune wins back (none by default)
+
+    def _energy(self, k, n, gentle):  # a variant's (gentler) set costs 10 % more
+        return self.energy_at[k][n] * (1.1 if gentle else 1.0)
+
     def mac_energy_pj(self) -> float:
-        return sum(self.energy_at[k][n] for k, n in self.n.items())
+        gentle = getattr(self, "gentle", {})
+        return sum(self._energy(k, n, gentle.get(k)) for k, n in self.n.items())
 
     def energy_shares(self) -> dict[str, float]:
-        total = self.mac_energy_pj()
-        return {k: self.energy_at[k][n] / total for k, n in self.n.items()}
+        total, gentle = self.mac_energy_pj(), getattr(self, "gentle", {})
+        return {k: self._energy(k, n, gentle.get(k)) / total for k, n in self.n.items()}
 
     def preview_energy(self, plan):
         return sum(self.energy_at[k][plan.get(k, n)] for k, n in self.n.items())
@@ -179,7 +185,7 @@ class ScriptedSession:
 
     def accuracy(self) -> float:
         # a layer set by a selection variant loses half as much (a gentler set)
-        return self.baseline_accuracy - sum(
+        return self.baseline_accuracy + self.recovery * self.fine_tunes - sum(
             self.damage[k][n] * (0.5 if getattr(self, "gentle", {}).get(k) else 1.0)
             for k, n in self.n.items())
 
@@ -290,6 +296,19 @@ def test_energy_backtracking_tries_selection_variants_before_a_step_fails(regist
                          ("mid", 4, True, gentle)]
     assert dict(plan.n_levels) == {"big": 4, "mid": 4, "small": 4}
     assert session.accuracy() >= 90.0 - 2.3 and session.fine_tunes == len(session.steps)
+    # at the end mid tries the study's own (cheaper) set once more: still 2.9 points, over
+    assert order[-1] == ("mid", 4, False, None) and session.steps[-1]["step"] == "squeeze"
+    assert session.gentle["mid"]  # reverted to the variant's set
+    # when fine-tuning wins accuracy back (0.08 points each), the squeeze keeps it
+    recovering = _curved_session(budget=2.3)
+    recovering.recovery = 0.08
+    _make(registry, "scheduler", "energy_backtracking", ladder=list(LADDER),
+          selection_variants=[gentle]).run(recovering)
+    assert [(s["layer"], s["accepted"], s.get("selection")) for s in recovering.steps][3:5] \
+        == [("mid", False, None), ("mid", True, gentle)]  # 2.38 lost, then 1.55
+    assert recovering.steps[-1]["step"] == "squeeze" and recovering.steps[-1]["accepted"]
+    assert not recovering.gentle["mid"] and recovering.n["mid"] == 4
+    assert recovering.mac_energy_pj() == pytest.approx(30 + 12 + 3)
     with pytest.raises(DseError, match="energy_backtracking.selection_variants"):
         _make(registry, "scheduler", "energy_backtracking", selection_variants=["lagrangian"])
 
