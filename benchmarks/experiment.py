@@ -134,7 +134,7 @@ def summary(args: argparse.Namespace) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        fig, ax = plt.subplots(figsize=(8.6, 4.6))
         for method in METHODS:
             pts = [r for r in rows if r["method"] == method]
             if pts:
@@ -144,7 +144,9 @@ def summary(args: argparse.Namespace) -> None:
         ax.set_ylabel("MAC switching energy reduction (%)")
         ax.axvline(0, color="grey", lw=0.5)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        for budget in sorted({r["budget"] for r in rows}):
+            ax.axvline(budget, color="red", lw=0.6, ls="--")  # each budget run
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax.set_title(args.title or "energy vs accuracy per method")
         fig.tight_layout()
         fig.savefig(args.plot, dpi=120)

@@ -40,9 +40,13 @@ def result_rows(result: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
               help="Where model.npz and report.json go [default: results/<study name>].")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table",
               show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads [default: torch's]; 1 when other jobs share the "
+                   "machine.")
 @click.pass_context
 def compress_cmd(ctx: click.Context, study_file: str, overrides: Sequence[str],
-                 device: str | None, output_dir: str | None, fmt: str) -> None:
+                 device: str | None, output_dir: str | None, fmt: str,
+                 threads: int | None) -> None:
     """Compress a model's weights under an accuracy budget and report the energy saved."""
     import sys
 
@@ -54,6 +58,10 @@ def compress_cmd(ctx: click.Context, study_file: str, overrides: Sequence[str],
     study = load_study(study_file, [*overrides, *([f"training.device={device}"]
                                                    if device else [])])
     registry = registry_of(ctx)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     result, net, _ = run_compression(registry, study, progress=sys.stderr.isatty())
     out = Path(output_dir or Path("results") / study.name)
     model_path = save_compressed(out / "model.npz", net, {
