@@ -374,3 +374,18 @@ def test_the_selections_nearest_code_rule_is_projection_tables():
                 == projection_table(allowed)).all()
     assert _nearest(np.array([128 + 2]), [128, 128 + 4])[0] == 128  # a tie goes to zero
     assert _nearest(np.array([128 - 2]), [128 - 4, 128])[0] == 128
+
+
+def test_every_experiment_method_names_plugins_and_options_that_exist(registry):
+    """benchmarks/experiment.py's methods must run: their plugins exist, their scheduler
+    options (and selection variants) are ones the plugins take."""
+    from benchmarks.experiment import METHODS
+
+    assert {"paper", "backtracking-variants", "powerpruning", "inq-style", "kmeans",
+            "ttq-style"} <= set(METHODS)
+    for name, (guide, policy, scheduler, options) in METHODS.items():
+        registry.get("energy_model", guide)
+        built = _make(registry, "scheduler", scheduler, **options)
+        for variant in getattr(built, "selection_variants", ()):
+            _make(registry, "selector", policy, **variant)
+        assert isinstance(_make(registry, "selector", policy), WeightSelector), name
