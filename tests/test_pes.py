@@ -12,6 +12,8 @@ from dse_core import DseError, ValidationError, instantiate
 from dse_core.switching.pe_design import PeDesign
 from dse_core.switching.pipeline import characterize, resolve_pe
 
+from .test_search_accuracy import STUDY as ACCURACY_STUDY
+
 
 def uniform_curve(char):
     """pJ per PE-cycle of each weight code under uniform activations and psum groups."""
@@ -135,34 +137,11 @@ def test_a_search_over_pes_prices_each_with_its_own_netlist(lenet_inputs, booth,
     assert not (tmp_path / "bad.db").exists()  # validated before anything is written
 
 
-COMPRESSED = """
-name = "pec"
-seed = 0
-n_trials = 4
-objectives = ["mac_energy_pj", "accuracy_drop"]
-[workload]
-model = "lenet5"
-dataset = "mnist5k"
-[space]
-rows = [64]
-cols = [16]
-compression = true
-pe = ["array", "booth"]
-[constraints]
-accuracy_budget_pct = 3.0
-[energy]
-model = "msb_hamming"
-[compression]
-scheduler = "energy_prioritized"
-scheduler_options = { ladder = [255, 8, 3] }
-[training]
-float_epochs = 5
-qat_epochs = 0.3
-fine_tune_epochs = 0.2
-tune_images = 300
-[sampler]
-name = "random"
-"""
+# the accuracy-cache study of test_search_accuracy, over two PEs
+COMPRESSED = (ACCURACY_STUDY.replace('name = "acc"', 'name = "pec"')
+              .replace("n_trials = 6", "n_trials = 4")
+              .replace('objectives = ["energy_pj"', 'objectives = ["mac_energy_pj"')
+              .replace("cols = [16, 64]", 'cols = [16]\npe = ["array", "booth"]'))
 
 
 def test_a_search_over_pe_and_compression_selects_each_pes_codes(
