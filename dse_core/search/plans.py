@@ -91,6 +91,7 @@ class PlanTrainer:
         """The energy guide of a PE (``None``: the study's first), built on first use."""
         from dse_core.compression.compress import _EnergyView
 
+        pe = self._pe(pe)
         if pe not in self._guides:
             rows = self.study.energy.selection_rows
             inputs = self._inputs(rows, pe)
@@ -103,11 +104,16 @@ class PlanTrainer:
 
     def shares(self, pe: str | None = None) -> dict[str, float]:
         """Each layer's share of the int8 baseline's MAC energy on a PE."""
+        pe = self._pe(pe)
         if pe not in self._shares:
             energy = self.guide(pe).mac_pj(self.base_codes)
             total = sum(energy.values()) or 1.0
             self._shares[pe] = {n: e / total for n, e in energy.items()}
         return self._shares[pe]
+
+    def _pe(self, pe: str | None) -> str | None:
+        """``None`` means the study's first PE: one guide for both names."""
+        return pe or (self.study.space.pe[0] if self.study.space.pe else None)
 
     def plan(self, knob_values: Mapping[str, Any], pe: str | None = None) -> CompressionPlan:
         plan: CompressionPlan = self.scheduler.plan(dict(knob_values), self.shares(pe))
