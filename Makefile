@@ -8,7 +8,7 @@
 #               the search (it also trains LeNet-5, characterises the PE and calibrates
 #               the layers); run it again and the study continues
 #   make test   creates .venv, installs systolic-dse with its test tools, runs the test suite
-#               (14 min 6 s after make demo on 2 cores, without Yosys: 397 passed, 59 skipped)
+#               (10 min 46 s after make demo on 2 cores, without Yosys: 410 passed, 59 skipped)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
