@@ -333,8 +333,10 @@ class Session:
         key = json.dumps(dict(options), sort_keys=True)
         if key not in self._variants:
             options = {**self.study.compression.policy_options, **options}
-            self._variants[key] = (self.selector_factory(options) if self.selector_factory
-                                   else type(self.selector)(**options))  # type: ignore[call-arg]
+            if self.selector_factory is None:
+                raise DseError("selection variants need the selection plugin's factory "
+                               "(Session.selector_factory)")
+            self._variants[key] = self.selector_factory(options)
         return self._variants[key]
 
     def apply(self, plan: Mapping[str, int], options: Mapping[str, Any] | None = None,

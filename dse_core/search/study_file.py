@@ -297,9 +297,7 @@ def load_search_study(path: str | Path, overrides: list[str] | tuple[str, ...] =
         "options": _absolute_options(study.memory.options, path.parent)})
     if study.space.pe:  # your RTL's file, as for the workload's files
         updates["space"] = study.space.model_copy(update={"pe": [
-            f"{_absolute(v.partition(':')[0], path.parent)}"
-            f"{':' + v.partition(':')[2] if ':' in v else ''}" if is_rtl_pe(v) else v
-            for v in study.space.pe]})
+            _absolute_rtl(v, path.parent) if is_rtl_pe(v) else v for v in study.space.pe]})
     c = study.compression
     updates["compression"] = c.model_copy(update={
         "policy_options": _absolute_options(c.policy_options, path.parent),
@@ -318,6 +316,12 @@ def _absolute(value: str | None, folder: Path, *, only_existing: bool = False) -
     if only_existing and not (folder / value).exists():
         return value
     return str((folder / value).resolve())
+
+
+def _absolute_rtl(value: str, folder: Path) -> str:
+    """``FILE.v[:TOP]`` with the file made absolute, the top kept."""
+    rtl, colon, top = value.partition(":")
+    return f"{_absolute(rtl, folder)}{colon}{top}"
 
 
 def _absolute_options(options: dict[str, Any], folder: Path) -> dict[str, Any]:
