@@ -16,30 +16,53 @@ import inspect
 import json
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-# name -> (guiding energy model, selection policy, scheduler, scheduler options over the
-# study's). The energy-blind baselines (inq-style, kmeans, ttq-style) ignore the guide.
-METHODS: dict[str, tuple[str, str, str, dict]] = {
-    "paper": ("msb_hamming", "energy_accuracy", "energy_prioritized", {}),
-    "backtracking": ("msb_hamming", "energy_accuracy", "energy_backtracking", {}),
-    "backtracking-variants": ("msb_hamming", "energy_accuracy", "energy_backtracking",
-                              {"selection_variants": [
-                                  {"criterion": "lagrangian", "energy_weight": 3.0},
-                                  {"criterion": "lagrangian", "energy_weight": 1.0}]}),
-    "backtracking-variants-global-stats": (
-        "global_activation", "energy_accuracy", "energy_backtracking",
-        {"selection_variants": [{"criterion": "lagrangian", "energy_weight": 3.0},
-                                {"criterion": "lagrangian", "energy_weight": 1.0}]}),
-    "backtracking-global-stats": ("global_activation", "energy_accuracy",
-                                  "energy_backtracking", {}),
-    "powerpruning": ("global_activation", "lowest_energy", "uniform", {}),
-    "inq-style": ("msb_hamming", "power_of_two", "uniform", {}),
-    "kmeans": ("msb_hamming", "kmeans", "uniform", {}),
-    "ttq-style": ("msb_hamming", "kmeans", "uniform", {"ladder": [255, 3]}),
-    "paper-global-stats": ("global_activation", "energy_accuracy", "energy_prioritized", {}),
-    "paper-lowest-energy": ("msb_hamming", "lowest_energy", "energy_prioritized", {}),
-    "paper-uniform": ("msb_hamming", "energy_accuracy", "uniform", {}),
+
+@dataclass(frozen=True)
+class Method:
+    """One compared pipeline: the guiding energy model, the selection policy and scheduler,
+    and what it sets over the study's scheduler options, policy options and training. The
+    energy-blind baselines (inq-style, kmeans, ttq-style) ignore the guide."""
+
+    guide: str
+    policy: str
+    scheduler: str
+    scheduler_options: dict = field(default_factory=dict)
+    policy_options: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+
+
+VARIANTS = [{"criterion": "lagrangian", "energy_weight": 3.0},
+            {"criterion": "lagrangian", "energy_weight": 1.0}]
+SQUEEZE = {"selection_variants": VARIANTS,
+           "squeeze_variants": [{"deadzone": d} for d in (0.55, 0.6, 0.65, 0.7)]}
+METHODS: dict[str, Method] = {
+    "paper": Method("msb_hamming", "energy_accuracy", "energy_prioritized"),
+    "backtracking": Method("msb_hamming", "energy_accuracy", "energy_backtracking"),
+    "backtracking-variants": Method("msb_hamming", "energy_accuracy", "energy_backtracking",
+                                    {"selection_variants": VARIANTS}),
+    "backtracking-deadzone": Method("msb_hamming", "energy_accuracy", "energy_backtracking",
+                                    SQUEEZE),
+    "backtracking-deadzone-signs": Method("msb_hamming", "energy_accuracy",
+                                          "energy_backtracking", SQUEEZE,
+                                          {"keep_signs": True}),
+    "backtracking-deadzone-signs-kd": Method("msb_hamming", "energy_accuracy",
+                                             "energy_backtracking", SQUEEZE,
+                                             {"keep_signs": True}, {"distill_weight": 0.5}),
+    "backtracking-variants-global-stats": Method("global_activation", "energy_accuracy",
+                                                 "energy_backtracking",
+                                                 {"selection_variants": VARIANTS}),
+    "backtracking-global-stats": Method("global_activation", "energy_accuracy",
+                                        "energy_backtracking"),
+    "powerpruning": Method("global_activation", "lowest_energy", "uniform"),
+    "inq-style": Method("msb_hamming", "power_of_two", "uniform"),
+    "kmeans": Method("msb_hamming", "kmeans", "uniform"),
+    "ttq-style": Method("msb_hamming", "kmeans", "uniform", {"ladder": [255, 3]}),
+    "paper-global-stats": Method("global_activation", "energy_accuracy", "energy_prioritized"),
+    "paper-lowest-energy": Method("msb_hamming", "lowest_energy", "energy_prioritized"),
+    "paper-uniform": Method("msb_hamming", "energy_accuracy", "uniform"),
 }
 
 
@@ -64,17 +87,22 @@ def run(args: argparse.Namespace) -> None:
             for method in args.methods:
                 if (method, budget, seed) in done:
                     continue
-                guide, policy, scheduler, method_options = METHODS[method]
+                m = METHODS[method]
+                scheduler = m.scheduler
                 study = load_study(args.study, [
                     f"seed={seed}", f"compression.accuracy_budget_pct={budget}",
-                    f'energy.model="{guide}"', f'compression.policy="{policy}"',
-                    f'compression.scheduler="{scheduler}"', *args.set])
+                    f'energy.model="{m.guide}"', f'compression.policy="{m.policy}"',
+                    f'compression.scheduler="{scheduler}"',
+                    *(f"compression.policy_options.{k}={json.dumps(v)}"
+                      for k, v in m.policy_options.items()),
+                    *(f"training.{k}={json.dumps(v)}" for k, v in m.training.items()),
+                    *args.set])
                 # the study's scheduler options, restricted to what this scheduler takes
                 # (the ladder and fine-tune length stay the same for every method)
                 accepted = inspect.signature(
                     registry.get("scheduler", scheduler).factory).parameters
                 options = {**{k: v for k, v in study.compression.scheduler_options.items()
-                              if k in accepted}, **method_options}
+                              if k in accepted}, **m.scheduler_options}
                 study = study.model_copy(update={"compression": study.compression.model_copy(
                     update={"scheduler_options": options})})
                 started = time.perf_counter()

@@ -419,10 +419,13 @@ class LayerTraffic:
 
 @dataclass(frozen=True, slots=True)
 class AllowedSet:
-    """The int8 weight codes a layer may use. Always contains 0 (pruned weights)."""
+    """The int8 weight codes a layer may use. Always contains 0 (pruned weights).
+    ``deadzone``: a weight between 0 and the nearest allowed code ``c`` on its side goes to 0
+    while ``|w| <= deadzone * |c|`` (0.5: nearest rounding; wider: more zeros)."""
 
     layer: str
     codes: tuple[int, ...]
+    deadzone: float = 0.5
 
     def __post_init__(self) -> None:
         codes = tuple(sorted({int(c) for c in self.codes}))
@@ -432,6 +435,8 @@ class AllowedSet:
             )
         if 0 not in codes:
             raise ValidationError.field("AllowedSet", "codes", self.codes, "a set containing 0")
+        if isinstance(self.deadzone, bool) or not 0.5 <= self.deadzone < 1.0:
+            raise ValidationError.field("AllowedSet", "deadzone", self.deadzone, "in [0.5, 1)")
         object.__setattr__(self, "codes", codes)
 
     @property

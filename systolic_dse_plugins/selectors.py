@@ -64,10 +64,18 @@ class EnergyAccuracy:
     weights' power Σ s·x²), i.e. greedily minimises distortion + λ · energy; λ = 0 gives a
     pure-accuracy quantiser, a large λ approaches PowerPruning but weighted by use.
     ``sensitivity``: ``"none"`` weighs every weight alike; ``"fisher"`` weighs each weight by
-    its squared loss gradient (the host computes it on a few training batches)."""
+    its squared loss gradient (the host computes it on a few training batches).
+    ``keep_signs``: a set of 3 or more codes keeps at least one code of each sign the
+    layer's weights have (the greedy otherwise can end with e.g. {-124, -96, 0}, and every
+    positive weight then becomes 0).
+    ``deadzone``: the set's projection (:class:`~dse_core.types.AllowedSet`); the codes are
+    chosen for nearest rounding, then weights up to ``deadzone`` of the way to the first code
+    on their side go to 0 (more zeros, the cheapest code; a scheduler's ``squeeze_variants``
+    widen it step by step while fine-tuning keeps the accuracy)."""
 
     def __init__(self, criterion: str = "ratio", energy_weight: float = 1.0,
-                 sensitivity: str = "none") -> None:
+                 sensitivity: str = "none", deadzone: float = 0.5,
+                 keep_signs: bool = False) -> None:
         if criterion not in ("ratio", "lagrangian"):
             raise ValidationError.field("energy_accuracy", "criterion", criterion,
                                         "'ratio' or 'lagrangian'")
@@ -78,7 +86,16 @@ class EnergyAccuracy:
                 or not energy_weight >= 0:
             raise ValidationError.field("energy_accuracy", "energy_weight", energy_weight,
                                         "a number >= 0")
+        if isinstance(deadzone, bool) or not isinstance(deadzone, int | float) \
+                or not 0.5 <= deadzone < 1:
+            raise ValidationError.field("energy_accuracy", "deadzone", deadzone,
+                                        "a number in [0.5, 1) (0.5 = nearest rounding)")
         self.criterion, self.energy_weight = criterion, float(energy_weight)
+        self.deadzone = float(deadzone)
+        if not isinstance(keep_signs, bool):
+            raise ValidationError.field("energy_accuracy", "keep_signs", keep_signs,
+                                        "true or false")
+        self.keep_signs = keep_signs
         self.needs_sensitivity = sensitivity == "fisher"
 
     def select(self, request: SelectionRequest) -> AllowedSet:
@@ -106,8 +123,15 @@ class EnergyAccuracy:
             near = _nearest(r, [c for c in (left[v], v, right[v]) if c is not None])
             return r[near == v]
 
+        # with keep_signs, the last code of a sign the weights use stays too (from 3 codes:
+        # a one-signed set can flip every weight of a sign; LeNet-5 fell to ~9 % with them)
+        keep_signs = self.keep_signs and request.n_levels >= 3
+        used = {1: bool(count[129:].any()), -1: bool(count[:128].any())}
+        alive_on = {1: sum(c > 128 for c in alive), -1: sum(c < 128 for c in alive)}
+
         def score(v: int) -> tuple[float, float]:
-            if v == 128:
+            side = 1 if v > 128 else -1
+            if v == 128 or (keep_signs and used[side] and alive_on[side] == 1):
                 return (-np.inf, 0.0)  # 0 stays
             r = owns(v)
             if count[r].sum() == 0:  # unused: free to drop; drop expensive ones first
@@ -136,10 +160,14 @@ class EnergyAccuracy:
                 left[hi] = lo
             del scores[v], left[v], right[v]
             remaining -= 1
-            for n in (lo, hi):
+            side = 1 if v > 128 else -1
+            alive_on[side] -= 1
+            last = [c for c in scores if (c - 128) * side > 0] \
+                if keep_signs and alive_on[side] == 1 else []
+            for n in (lo, hi, *last):  # the last of a sign is protected from now on
                 if n is not None:
                     scores[n] = score(n)
-        return AllowedSet(request.layer, tuple(c - 128 for c in scores))
+        return AllowedSet(request.layer, tuple(c - 128 for c in scores), self.deadzone)
 
 
 class PowerOfTwo:

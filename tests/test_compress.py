@@ -123,6 +123,12 @@ SCHEDULER = ('scheduler = "energy_prioritized"\n'
      "'energy_wieght' is not accepted by 'energy_accuracy'"),
     ((SCHEDULER, 'scheduler = "energy_backtracking"\n'
       'scheduler_options = { patience = 0 }'), "energy_backtracking.patience = 0"),
+    ((SCHEDULER, 'scheduler = "energy_backtracking"\n'
+      'scheduler_options = { squeeze_variants = [{ deadzone = 0.6 }, { deadzone = 1.2 }] }'),
+     "compression.scheduler_options.squeeze_variants: {'deadzone': 1.2}: "
+     "energy_accuracy.deadzone = 1.2"),
+    (("tune_images = 300", "tune_images = 300\ndistill_weight = 2"),
+     "training.distill_weight = 2: input should be less than or equal to 1"),
     (('scheduler = "energy_prioritized"', 'scheduler = "greedy"'), "unknown scheduler 'greedy'"),
     (("accuracy_budget_pct = 2.0", "accuracy_budget_pct = 120"),
      "compression.accuracy_budget_pct = 120: input should be less than 100"),

@@ -380,12 +380,38 @@ def test_every_experiment_method_names_plugins_and_options_that_exist(registry):
     """benchmarks/experiment.py's methods must run: their plugins exist, their scheduler
     options (and selection variants) are ones the plugins take."""
     from benchmarks.experiment import METHODS
+    from dse_core.compression.study import Training
 
     assert {"paper", "backtracking-variants", "powerpruning", "inq-style", "kmeans",
             "ttq-style"} <= set(METHODS)
-    for name, (guide, policy, scheduler, options) in METHODS.items():
-        registry.get("energy_model", guide)
-        built = _make(registry, "scheduler", scheduler, **options)
-        for variant in getattr(built, "selection_variants", ()):
-            _make(registry, "selector", policy, **variant)
-        assert isinstance(_make(registry, "selector", policy), WeightSelector), name
+    for name, m in METHODS.items():
+        registry.get("energy_model", m.guide)
+        built = _make(registry, "scheduler", m.scheduler, **m.scheduler_options)
+        for variant in (*getattr(built, "selection_variants", ()),
+                        *getattr(built, "squeeze_variants", ())):
+            _make(registry, "selector", m.policy, **{**m.policy_options, **variant})
+        assert isinstance(_make(registry, "selector", m.policy, **m.policy_options),
+                          WeightSelector), name
+        Training(**m.training)  # the training keys exist and hold
+
+
+def test_keep_signs_keeps_a_code_of_each_sign_the_weights_have(registry):
+    rng = np.random.default_rng(0)
+    weights = np.clip(rng.normal(0, 30, 5000), -127, 127)
+    energy = 1.0 + 0.8 * (CODES > 0) + 0.002 * np.abs(CODES)  # positive codes cost more
+    energy[128] = 0.2
+    pick = {ks: {n: _make(registry, "selector", "energy_accuracy", keep_signs=ks).select(
+        SelectionRequest("l", n, energy, weights)).codes for n in (2, 3, 4)}
+        for ks in (False, True)}
+    assert all(c >= 0 for c in pick[False][3])  # the greedy's one-signed set: (0, 2, 3)
+    for n in (3, 4):
+        codes = pick[True][n]
+        assert len(codes) == n and 0 in codes and min(codes) < 0 < max(codes)
+        assert _error(codes, weights) < _error(pick[False][n], weights)
+    assert pick[True][2] == pick[False][2]  # two codes cannot hold both signs
+    # weights of one sign: no code is spent on the other
+    only_positive = _make(registry, "selector", "energy_accuracy", keep_signs=True).select(
+        SelectionRequest("l", 3, energy, np.abs(weights))).codes
+    assert len(only_positive) == 3 and min(only_positive) == 0
+    with pytest.raises(DseError, match="energy_accuracy.keep_signs"):
+        _make(registry, "selector", "energy_accuracy", keep_signs="yes")

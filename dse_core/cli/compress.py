@@ -27,6 +27,10 @@ def result_rows(result: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
              "n_levels": "", "energy_before_pj": round(result.baseline_mac_pj, 1),
              "energy_after_pj": round(result.compressed_mac_pj, 1), "share_pct": 100.0,
              "reduction_pct": round(result.reduction_pct, 1)}
+    if any(lc.deadzone != 0.5 for lc in result.layers):  # a dead-zone projection was used
+        for row, lc in zip(rows, result.layers, strict=True):
+            row["deadzone"] = lc.deadzone
+        total["deadzone"] = ""
     return rows, total
 
 

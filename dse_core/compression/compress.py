@@ -7,6 +7,7 @@ of the training data, so the validation split the report quotes never steers the
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -65,6 +66,7 @@ class LayerCompression:
     energy_before_pj: float
     energy_after_pj: float
     share_before: float
+    deadzone: float = 0.5  # the projection's (AllowedSet.deadzone)
 
     @property
     def reduction_pct(self) -> float:
@@ -194,8 +196,12 @@ def _batches(fit: tuple[Any, Any], epochs: float, batch_size: int, seed: int, de
 
 
 def train_epochs(model: Any, fit: tuple[Any, Any], *, epochs: float, lr: float,
-                 batch_size: int, seed: int, device: str, optimizer: str = "sgd") -> None:
-    """QAT / fine-tuning with cross-entropy for ``epochs``; leaves ``model`` in eval.
+                 batch_size: int, seed: int, device: str, optimizer: str = "sgd",
+                 teacher: Any = None, distill_weight: float = 0.0,
+                 temperature: float = 4.0) -> None:
+    """QAT / fine-tuning with cross-entropy for ``epochs``; leaves ``model`` in eval. With a
+    ``teacher``, the loss is ``(1 - w) CE + w T² KL(teacher || model)`` at temperature T
+    (knowledge distillation; the teacher's soft labels say more than the hard ones).
 
     ``sgd`` (momentum 0.9) is the default: its steps scale with the gradient, so a short
     fine-tune of a trained network stays near it. A fresh Adam moves every weight by about
@@ -210,9 +216,18 @@ def train_epochs(model: Any, fit: tuple[Any, Any], *, epochs: float, lr: float,
         optimiser: Any = torch.optim.Adam(model.parameters(), lr=lr)
     else:
         optimiser = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    functional = torch.nn.functional
     for x, y in _batches(fit, epochs, batch_size, seed, device):
         optimiser.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
+        logits = model(x)
+        loss = functional.cross_entropy(logits, y)
+        if teacher is not None and distill_weight > 0:
+            with torch.no_grad():
+                soft = functional.softmax(teacher(x) / temperature, dim=1)
+            kl = functional.kl_div(functional.log_softmax(logits / temperature, dim=1), soft,
+                                   reduction="batchmean")
+            loss = (1 - distill_weight) * loss + distill_weight * temperature ** 2 * kl
+        loss.backward()
         optimiser.step()
     model.eval()
 
@@ -232,6 +247,7 @@ class Session:
         self._calls = 0
         self._sensitivity_cache: dict[str, np.ndarray] = {}
         self._variants: dict[str, WeightSelector] = {}
+        self.teacher: Any = None  # the int8 baseline, when fine-tunes distil from it
         #: the selection plugin's factory (options -> selector), for selection variants
         self.selector_factory: Callable[[dict[str, Any]], WeightSelector] | None = None
 
@@ -241,7 +257,8 @@ class Session:
         t = self.study.training
         train_epochs(self.net.model, self.data["fit"], epochs=epochs, lr=t.lr,
                      batch_size=t.batch_size, seed=self.study.seed * 100_003 + self._calls,
-                     device=self.device, optimizer=t.optimizer)
+                     device=self.device, optimizer=t.optimizer, teacher=self.teacher,
+                     distill_weight=t.distill_weight, temperature=t.distill_temperature)
 
     def _batches(self, epochs: float) -> Any:
         self._calls += 1
@@ -317,13 +334,13 @@ class Session:
 
     def preview_energy(self, plan: Mapping[str, int]) -> float:
         """:meth:`mac_energy_pj` if ``plan`` were applied now (no training, nothing kept)."""
-        saved = {n: m.allowed for n, m in self.net.layers.items()}
+        saved = {n: (m.allowed, m.deadzone) for n, m in self.net.layers.items()}
         try:
             self.apply(plan, fresh_sensitivity=False)
             return self.mac_energy_pj()
         finally:
-            for name, codes in saved.items():
-                self.net.set_allowed(name, codes)
+            for name, (codes, deadzone) in saved.items():
+                self.net.set_allowed(name, codes, deadzone)
 
     def selection_variant(self, options: Mapping[str, Any] | None) -> WeightSelector:
         """The study's selection policy, or the same policy with ``options`` over the
@@ -364,7 +381,7 @@ class Session:
                 raise DseError(f"selection policy {self.study.compression.policy!r} returned "
                                f"{allowed.n_levels} codes for {name} (asked for {n_levels}, "
                                "must hold 0)")
-            self.net.set_allowed(name, allowed.codes)
+            self.net.set_allowed(name, allowed.codes, allowed.deadzone)
 
 
 def _split_data(splits: Any, tune_images: int) -> dict[str, Any]:
@@ -411,12 +428,13 @@ def _plugins(registry: Registry, study: CompressStudy) -> tuple[Any, Any, dict[s
         raise DseError(f"selection policy {c.policy!r} does not implement WeightSelector")
     if not isinstance(scheduler, LayerScheduler):
         raise DseError(f"scheduler {c.scheduler!r} does not implement LayerScheduler")
-    for options in getattr(scheduler, "selection_variants", ()):  # before any training
-        try:
-            instantiate(sel_record, {**c.policy_options, **options})
-        except DseError as exc:
-            raise DseError(f"compression.scheduler_options.selection_variants: {options}: "
-                           f"{exc}") from exc
+    for key in ("selection_variants", "squeeze_variants"):  # before any training
+        for options in getattr(scheduler, key, ()):
+            try:
+                instantiate(sel_record, {**c.policy_options, **options})
+            except DseError as exc:
+                raise DseError(f"compression.scheduler_options.{key}: {options}: {exc}"
+                               ) from exc
     versions = {f"{kind}:{r.name}": f"{r.provider} {r.version}" for kind, r in (
         ("selector", sel_record), ("scheduler", sched_record),
         ("energy_model", registry.get("energy_model", study.energy.model)),
@@ -478,6 +496,8 @@ def run_compression(registry: Registry, study: CompressStudy, *, progress: bool 
     base_codes = net.codes()
     session.baseline_accuracy = session.accuracy()
     base_val = session.val_accuracy()
+    if study.training.distill_weight > 0:
+        session.teacher = copy.deepcopy(net.model).eval()
     if progress:
         import click
 
@@ -496,9 +516,10 @@ def run_compression(registry: Registry, study: CompressStudy, *, progress: bool 
     before, after = report.mac_pj(base_codes), report.mac_pj(codes)
     total_before = sum(before.values()) or 1.0
     weights = {n: int(np.prod(layer.weight.shape)) for n, layer in net.layers.items()}
-    layers = [LayerCompression(n, weights[n], net.layers[n].allowed.__len__(),
+    layers = [LayerCompression(n, weights[n], len(net.layers[n].allowed),
                                net.layers[n].allowed, before[n], after[n],
-                               before[n] / total_before) for n in net.layers]
+                               before[n] / total_before, net.layers[n].deadzone)
+              for n in net.layers]
     log.info("plan %s", dict(plan.n_levels))
     levels = {n: len(net.layers[n].allowed) for n in net.layers}
     base_energy = report.energies(base_codes, memory)

@@ -49,6 +49,7 @@ def save_compressed(path: str | Path, net: QuantNetwork, meta: Mapping[str, Any]
             np.float32)
         arrays[prefix + "bias"] = layer.bias.detach().cpu().numpy().astype(np.float32)
         arrays[prefix + "allowed"] = np.array(layer.allowed, dtype=np.int16)
+        arrays[prefix + "deadzone"] = np.array(float(layer.deadzone))
         arrays[prefix + "act_scale"] = np.array(float(layer.act_scale))
         arrays[prefix + "act_zero_point"] = np.array(int(layer.act_zero_point))
     quantised = {f"{n}.{k}" for n in net.layers for k in _LAYER_KEYS}
@@ -99,7 +100,12 @@ def load_compressed(registry: Registry, path: str | Path) -> tuple[QuantNetwork,
             layer.bias.copy_(torch.from_numpy(arrays[prefix + "bias"]))
             layer.act_scale.fill_(float(arrays[prefix + "act_scale"]))
             layer.act_zero_point.fill_(float(arrays[prefix + "act_zero_point"]))
-            layer.set_allowed(arrays[prefix + "allowed"].tolist())
+            # files written before dead zones have none: nearest rounding
+            deadzone = float(arrays.get(prefix + "deadzone", 0.5))
+            if not 0.5 <= deadzone < 1.0:
+                raise DseError(f"{path}: {prefix}deadzone = {deadzone}: expected a number in "
+                               "[0.5, 1)")
+            layer.set_allowed(arrays[prefix + "allowed"].tolist(), deadzone)
         state = {k[len("float/"):]: torch.from_numpy(v) for k, v in arrays.items()
                  if k.startswith("float/")}
         if state:

@@ -125,6 +125,9 @@ class Training(StudyModel):
                              "schedule's accept/revert decisions")
     calibration_batches: int = Field(8, ge=1)
     device: str = "auto"
+    distill_weight: float = Field(0.0, ge=0, le=1, description="weight of distillation from "
+                                  "the int8 baseline in the schedule's fine-tunes (0: none)")
+    distill_temperature: float = Field(4.0, gt=0)
 
 
 class CompressStudy(StudyModel):

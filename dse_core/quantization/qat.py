@@ -39,12 +39,20 @@ FULL_CODES: tuple[int, ...] = tuple(range(-127, 128))
 _F32_EXACT = 1 << 24
 
 
-def projection_table(codes: Iterable[int]) -> np.ndarray:
-    """``table[c + 128]`` = the allowed code nearest to ``c``; ties to the one nearer zero."""
+def projection_table(codes: Iterable[int], deadzone: float = 0.5) -> np.ndarray:
+    """``table[c + 128]`` = the allowed code nearest to ``c``, ties to the one nearer zero;
+    with a ``deadzone`` over 0.5, ``c`` goes to 0 while ``|c| <= deadzone * |a|``, ``a`` the
+    allowed code nearest 0 on ``c``'s side (:class:`~dse_core.types.AllowedSet`)."""
     allowed = np.array(sorted(set(int(c) for c in codes)), dtype=np.int64)
     every = np.arange(-128, 128, dtype=np.int64)
     distance = np.abs(every[:, None] - allowed[None, :]) * 1024 + np.abs(allowed)[None, :]
-    return allowed[np.argmin(distance, axis=1)]
+    table = allowed[np.argmin(distance, axis=1)]
+    if 0 in allowed:
+        for sign in (1, -1):
+            side = allowed[allowed * sign > 0] * sign
+            if side.size:
+                table[(every * sign > 0) & (every * sign <= deadzone * side.min())] = 0
+    return table
 
 
 def _layer_class() -> Any:
@@ -82,6 +90,7 @@ def _layer_class() -> Any:
             # set when a saved model is loaded: its codes were made with these scales
             self.register_buffer("weight_scale_fixed", torch.zeros(0))
             self.allowed: tuple[int, ...] = FULL_CODES
+            self.deadzone = 0.5
             k = int(np.prod(self.weight.shape[1:]))
             self.exact_in_float32 = 255 * 127 * k < _F32_EXACT
 
@@ -106,10 +115,11 @@ def _layer_class() -> Any:
             s, zp = self.act_scale, self.act_zero_point
             return torch.clamp(torch.round(x / s) + zp, 0, 255) - zp
 
-        def set_allowed(self, codes: Iterable[int]) -> None:
+        def set_allowed(self, codes: Iterable[int], deadzone: float = 0.5) -> None:
             allowed = tuple(sorted(set(int(c) for c in codes)))
             self.allowed = FULL_CODES if allowed == FULL_CODES else allowed
-            self.table.copy_(torch.from_numpy(projection_table(self.allowed)))
+            self.deadzone = float(deadzone)
+            self.table.copy_(torch.from_numpy(projection_table(self.allowed, deadzone)))
 
         def _op(self, x: Any, w: Any) -> Any:
             import torch.nn.functional as F
@@ -153,10 +163,10 @@ class QuantNetwork:
     layers: dict[str, Any]
 
     def allowed_sets(self) -> dict[str, AllowedSet]:
-        return {n: AllowedSet(n, m.allowed) for n, m in self.layers.items()}
+        return {n: AllowedSet(n, m.allowed, m.deadzone) for n, m in self.layers.items()}
 
-    def set_allowed(self, name: str, codes: Iterable[int]) -> None:
-        self.layers[name].set_allowed(codes)
+    def set_allowed(self, name: str, codes: Iterable[int], deadzone: float = 0.5) -> None:
+        self.layers[name].set_allowed(codes, deadzone)
 
     def codes(self) -> dict[str, np.ndarray]:
         """Each layer's projected int8 codes, shaped like its weight."""
@@ -176,12 +186,12 @@ class QuantNetwork:
     def state(self) -> dict[str, Any]:
         """A snapshot to :meth:`restore` (weights, buffers and allowed sets)."""
         return {"state": copy.deepcopy(self.model.state_dict()),
-                "allowed": {n: m.allowed for n, m in self.layers.items()}}
+                "allowed": {n: (m.allowed, m.deadzone) for n, m in self.layers.items()}}
 
     def restore(self, snapshot: Mapping[str, Any]) -> None:
-        self.model.load_state_dict(snapshot["state"])
-        for name, codes in snapshot["allowed"].items():
-            self.layers[name].allowed = codes
+        self.model.load_state_dict(snapshot["state"])  # the projection tables are buffers
+        for name, (codes, deadzone) in snapshot["allowed"].items():
+            self.layers[name].allowed, self.layers[name].deadzone = codes, deadzone
 
 
 def quantize_network(model: Any, calibration: Iterable[Any], example: Any) -> QuantNetwork:

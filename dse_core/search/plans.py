@@ -32,9 +32,15 @@ def plan_key(plan: CompressionPlan) -> str:
                           ).hexdigest()[:32]
 
 
-def allowed_key(allowed: Mapping[str, list[int]]) -> str:
-    """The accuracy cache's key: every layer's allowed codes."""
-    canonical = {name: sorted(int(c) for c in codes) for name, codes in sorted(allowed.items())}
+def allowed_key(allowed: Mapping[str, list[int]],
+                deadzone: Mapping[str, float] | None = None) -> str:
+    """The accuracy cache's key: every layer's allowed codes, and its projection's dead zone
+    where it is not nearest rounding (so keys made before dead zones still match)."""
+    canonical: dict[str, Any] = {name: sorted(int(c) for c in codes)
+                                 for name, codes in sorted(allowed.items())}
+    for name, zone in sorted((deadzone or {}).items()):
+        if zone != 0.5:
+            canonical[name] = {"codes": canonical[name], "deadzone": float(zone)}
     return "sets:" + hashlib.sha256(json.dumps(canonical).encode()).hexdigest()[:27]
 
 
@@ -132,7 +138,7 @@ class PlanTrainer:
         session.guide = self.guide(pe)
         session.apply(dict(plan.n_levels))
         allowed = {n: [int(c) for c in m.allowed] for n, m in session.net.layers.items()}
-        key = allowed_key(allowed)
+        key = allowed_key(allowed, {n: m.deadzone for n, m in session.net.layers.items()})
         cached = self.db.cached_accuracy(self.study.name, key)
         if cached is not None:
             return {**cached, "cached": True}
