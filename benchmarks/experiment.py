@@ -48,9 +48,15 @@ METHODS: dict[str, Method] = {
     "backtracking-deadzone-signs": Method("msb_hamming", "energy_accuracy",
                                           "energy_backtracking", SQUEEZE,
                                           {"keep_signs": True}),
+    "backtracking-deadzone-kd": Method("msb_hamming", "energy_accuracy",
+                                       "energy_backtracking", SQUEEZE, {},
+                                       {"distill_weight": 0.5}),
     "backtracking-deadzone-signs-kd": Method("msb_hamming", "energy_accuracy",
                                              "energy_backtracking", SQUEEZE,
                                              {"keep_signs": True}, {"distill_weight": 0.5}),
+    "backtracking-deadzone-signs-kd-global-stats": Method(
+        "global_activation", "energy_accuracy", "energy_backtracking", SQUEEZE,
+        {"keep_signs": True}, {"distill_weight": 0.5}),
     "backtracking-variants-global-stats": Method("global_activation", "energy_accuracy",
                                                  "energy_backtracking",
                                                  {"selection_variants": VARIANTS}),
@@ -163,11 +169,13 @@ def summary(args: argparse.Namespace) -> None:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(8.6, 4.6))
-        for method in METHODS:
+        shown = [m for m in METHODS if any(r["method"] == m for r in rows)]
+        colours = plt.get_cmap("tab20")
+        for i, method in enumerate(shown):  # colour and marker: no two methods look alike
             pts = [r for r in rows if r["method"] == method]
-            if pts:
-                ax.scatter([r["accuracy_drop"] for r in pts],
-                           [r["mac_reduction_pct"] for r in pts], label=method, alpha=0.75)
+            ax.scatter([r["accuracy_drop"] for r in pts],
+                       [r["mac_reduction_pct"] for r in pts], label=method, alpha=0.8,
+                       color=colours(i % 20), marker="osD^vP*Xh<>"[i % 11])
         ax.set_xlabel("accuracy drop vs int8 baseline (points, validation split)")
         ax.set_ylabel("MAC switching energy reduction (%)")
         ax.axvline(0, color="grey", lw=0.5)

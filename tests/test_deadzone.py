@@ -221,3 +221,52 @@ def test_distillation_pulls_the_fine_tune_towards_the_teacher():
             agreement[weight] = float((student(x).argmax(1) == teacher(x).argmax(1)
                                        ).float().mean())
     assert agreement[1.0] > 0.9 > agreement[0.0] + 0.3, agreement
+
+
+def test_a_compress_run_squeezes_dead_zones_and_distils(tmp_path, monkeypatch):
+    """End to end on LeNet-5 / mnist5k: the squeeze widens every compressed layer's dead
+    zone, the report, table and saved model say so, and every fine-tune after the int8
+    baseline distils from a frozen copy of it."""
+    import json
+
+    from click.testing import CliRunner
+
+    import dse_core.compression.compress as compress
+    from dse_core.cli import cli
+    from tests.test_compress import STUDY
+
+    teachers = []
+    real = compress.train_epochs
+
+    def spy(model, fit, **kw):
+        teachers.append(kw.get("teacher"))
+        assert kw["distill_weight"] == 0.5 and kw["temperature"] == 4.0
+        return real(model, fit, **kw)
+
+    monkeypatch.setattr(compress, "train_epochs", spy)
+    study = tmp_path / "s.toml"
+    study.write_text(STUDY.replace(
+        'scheduler = "energy_prioritized"\n'
+        'scheduler_options = { ladder = [255, 8, 3], fine_tune_epochs = 0.2 }',
+        'scheduler = "energy_backtracking"\n'
+        'scheduler_options = { ladder = [255, 3], fine_tune_epochs = 0.05, '
+        'squeeze_margin_pct = 0, squeeze_variants = [{ deadzone = 0.6 }] }')
+        .replace("accuracy_budget_pct = 2.0", "accuracy_budget_pct = 60.0")
+        .replace("qat_epochs = 0.5", "qat_epochs = 0.2")
+        .replace("final_epochs = 0.25", "final_epochs = 0.05")
+        .replace("tune_images = 300", "tune_images = 300\ndistill_weight = 0.5"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["compress", str(study), "-o", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    squeeze = [s for s in report["steps"] if s["step"] == "squeeze-all"]
+    assert len(squeeze) == 1 and squeeze[0]["accepted"]
+    assert {lc["deadzone"] for lc in report["layers"] if lc["n_levels"] == 3} == {0.6}
+    header = next(line for line in result.output.splitlines() if line.startswith("layer"))
+    assert header.split()[-1] == "deadzone"  # the table says which projection it used
+    assert teachers[0] is None and len(teachers) > 2  # the baseline QAT has no teacher
+    teacher = teachers[1]
+    assert teacher is not None and all(t is teacher for t in teachers[1:])
+    assert not teacher.training  # a frozen copy, in eval mode
+
