@@ -435,7 +435,8 @@ class AllowedSet:
             )
         if 0 not in codes:
             raise ValidationError.field("AllowedSet", "codes", self.codes, "a set containing 0")
-        if isinstance(self.deadzone, bool) or not 0.5 <= self.deadzone < 1.0:
+        if not isinstance(self.deadzone, int | float) or isinstance(self.deadzone, bool) \
+                or not 0.5 <= self.deadzone < 1.0:
             raise ValidationError.field("AllowedSet", "deadzone", self.deadzone, "in [0.5, 1)")
         object.__setattr__(self, "codes", codes)
 

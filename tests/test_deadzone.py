@@ -40,7 +40,7 @@ def test_a_dead_zone_moves_only_the_boundary_between_zero_and_its_neighbours():
 def test_allowed_sets_validate_their_dead_zone():
     assert AllowedSet("c", (0, 5)).deadzone == 0.5
     assert AllowedSet("c", (0, 5), 0.7).deadzone == 0.7
-    for bad in (0.4, 1.0, True):
+    for bad in (0.4, 1.0, True, "wide"):
         with pytest.raises(DseError, match="AllowedSet.deadzone"):
             AllowedSet("c", (0, 5), bad)
 
