@@ -4,11 +4,11 @@
 #               per-layer weight compression) into a SQLite file beside the study, printing
 #               its Pareto front, then writes its report page (studies/quickstart-report.html,
 #               opens offline) and prints its path. Measured from a fresh clone and an empty
-#               cache on 2 cores without Yosys: 6 min 51 s, of which ~2.5 min install torch, the rest is
+#               cache on 2 cores without Yosys: 6 min 34 s, of which ~2.5 min install torch, the rest is
 #               the search (it also trains LeNet-5, characterises the PE and calibrates
 #               the layers); run it again and the study continues
 #   make test   creates .venv, installs systolic-dse with its test tools, runs the test suite
-#               (10 min 46 s after make demo on 2 cores, without Yosys: 410 passed, 59 skipped)
+#               (9 min 48 s after make demo on 2 cores, without Yosys: 422 passed, 59 skipped)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
