@@ -94,11 +94,10 @@ def run(args: argparse.Namespace) -> None:
                 if (method, budget, seed) in done:
                     continue
                 m = METHODS[method]
-                scheduler = m.scheduler
                 study = load_study(args.study, [
                     f"seed={seed}", f"compression.accuracy_budget_pct={budget}",
                     f'energy.model="{m.guide}"', f'compression.policy="{m.policy}"',
-                    f'compression.scheduler="{scheduler}"',
+                    f'compression.scheduler="{m.scheduler}"',
                     *(f"compression.policy_options.{k}={json.dumps(v)}"
                       for k, v in m.policy_options.items()),
                     *(f"training.{k}={json.dumps(v)}" for k, v in m.training.items()),
@@ -106,7 +105,7 @@ def run(args: argparse.Namespace) -> None:
                 # the study's scheduler options, restricted to what this scheduler takes
                 # (the ladder and fine-tune length stay the same for every method)
                 accepted = inspect.signature(
-                    registry.get("scheduler", scheduler).factory).parameters
+                    registry.get("scheduler", m.scheduler).factory).parameters
                 options = {**{k: v for k, v in study.compression.scheduler_options.items()
                               if k in accepted}, **m.scheduler_options}
                 study = study.model_copy(update={"compression": study.compression.model_copy(

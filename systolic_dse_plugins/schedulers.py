@@ -220,11 +220,13 @@ class EnergyBacktracking(EnergyPrioritized):
         session.fine_tune(self.fine_tune_epochs)
         acc = session.accuracy()
         accepted = session.within_budget(acc - margin_pct) and session.mac_energy_pj() < before
-        layer = next(iter(sizes)) if len(sizes) == 1 else "*"
-        session.log_step(step=step, layer=layer, share=sum(shares[n] for n in sizes),
-                         n_levels=sizes[layer] if layer != "*" else None, accuracy=acc,
-                         accepted=accepted, **({"selection": dict(options[next(iter(sizes))])}
-                                               if options[next(iter(sizes))] else {}))
+        first = next(iter(sizes))  # a network-wide step logs as layer "*"
+        one = len(sizes) == 1
+        session.log_step(step=step, layer=first if one else "*",
+                         share=sum(shares[n] for n in sizes),
+                         n_levels=sizes[first] if one else None, accuracy=acc,
+                         accepted=accepted,
+                         **({"selection": dict(options[first])} if options[first] else {}))
         if not accepted:
             session.restore(snapshot)
         return accepted
