@@ -362,18 +362,25 @@ def test_schedulers_turn_knobs_into_plans(registry):
 
 
 def test_the_selections_nearest_code_rule_is_projection_tables():
-    """energy_accuracy projects small ranges with its own fast rule: the same as the QAT's."""
+    """energy_accuracy projects small ranges with its own fast rule: the same as the QAT's,
+    both for the codes a code owns and for where they go once it is removed."""
     from dse_core.quantization.qat import projection_table
-    from systolic_dse_plugins.selectors import _nearest
+    from systolic_dse_plugins.selectors import _owned
 
     rng = np.random.default_rng(3)
-    every = np.arange(256)
-    for _ in range(200):
-        allowed = sorted({0, *rng.integers(-128, 128, rng.integers(1, 4)).tolist()})
-        assert (_nearest(every, [c + 128 for c in allowed]) - 128
-                == projection_table(allowed)).all()
-    assert _nearest(np.array([128 + 2]), [128, 128 + 4])[0] == 128  # a tie goes to zero
-    assert _nearest(np.array([128 - 2]), [128 - 4, 128])[0] == 128
+    for _ in range(300):
+        allowed = sorted({0, *rng.integers(-127, 128, rng.integers(1, 6)).tolist()})
+        table = projection_table(allowed)
+        for i, v in enumerate(allowed):
+            lo = allowed[i - 1] + 128 if i else None
+            hi = allowed[i + 1] + 128 if i + 1 < len(allowed) else None
+            owned = _owned(lo, v + 128, hi)
+            assert [r for r, _ in owned] == [r for r in range(256) if table[r] == v]
+            if len(allowed) > 1:
+                without = projection_table([c for c in allowed if c != v])
+                assert [u - 128 for _, u in owned] == [without[r] for r, _ in owned]
+    assert [u for _, u in _owned(128, 132, None)][:1] == [128]  # a tie (130) goes to zero
+    assert [r for r, _ in _owned(124, 128, 132)] == [126, 127, 128, 129, 130]
 
 
 def test_every_experiment_method_names_plugins_and_options_that_exist(registry):
