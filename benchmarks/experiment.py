@@ -38,6 +38,8 @@ VARIANTS = [{"criterion": "lagrangian", "energy_weight": 3.0},
             {"criterion": "lagrangian", "energy_weight": 1.0}]
 SQUEEZE = {"selection_variants": VARIANTS,
            "squeeze_variants": [{"deadzone": d} for d in (0.55, 0.6, 0.65, 0.7)]}
+WIDEN = {"selection_variants": VARIANTS,
+         "widen_deadzones": [0.55, 0.6, 0.65, 0.7, 0.75, 0.8]}
 METHODS: dict[str, Method] = {
     "paper": Method("msb_hamming", "energy_accuracy", "energy_prioritized"),
     "backtracking": Method("msb_hamming", "energy_accuracy", "energy_backtracking"),
@@ -54,6 +56,9 @@ METHODS: dict[str, Method] = {
     "backtracking-deadzone-signs-kd": Method("msb_hamming", "energy_accuracy",
                                              "energy_backtracking", SQUEEZE,
                                              {"keep_signs": True}, {"distill_weight": 0.5}),
+    "backtracking-widen-signs-kd": Method("msb_hamming", "energy_accuracy",
+                                          "energy_backtracking", WIDEN,
+                                          {"keep_signs": True}, {"distill_weight": 0.5}),
     "backtracking-deadzone-signs-kd-global-stats": Method(
         "global_activation", "energy_accuracy", "energy_backtracking", SQUEEZE,
         {"keep_signs": True}, {"distill_weight": 0.5}),
@@ -123,6 +128,8 @@ def run(args: argparse.Namespace) -> None:
                            "within_budget",
                            "baseline_tune_accuracy", "compressed_tune_accuracy")},
                        "n_levels": {lc["layer"]: lc["n_levels"] for lc in doc["layers"]},
+                       "deadzone": {lc["layer"]: lc["deadzone"] for lc in doc["layers"]},
+                       "steps": len(doc["steps"]),
                        "overrides": args.set}
                 with out.open("a") as f:
                     f.write(json.dumps(row) + "\n")

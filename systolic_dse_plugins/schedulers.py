@@ -121,17 +121,22 @@ class EnergyBacktracking(EnergyPrioritized):
     then 0.7: more weights projected to 0): each on every compressed layer at once while
     that keeps the budget and saves energy, then the rest layer by layer, largest share
     first, a layer stopping at its first failure. Each variant's options go over those that
-    made the layer's set. A squeeze step must keep ``squeeze_margin_pct`` points of the
-    budget unspent on the tuning split: many small steps each kept on a noisy 500-image
-    score pick the lucky ones, and the validation score then falls short (LeNet-5 seed 3:
-    1.0 points spent on the tuning split, 2.8 on validation). Knobs and search plans are
-    ``energy_prioritized``'s."""
+    made the layer's set. ``widen_deadzones`` (e.g. ``[0.55, 0.6, 0.65, 0.7]``), last, the
+    same walk with each layer's dead zone widened *on the codes it has*
+    (:meth:`CompressionSession.widen`): a re-selection picks its set again from latent
+    weights that drifted since, which broke ResNet-20 (tuning accuracy to 20.6 % at 0.55).
+    A squeeze or widen step fine-tunes ``squeeze_epochs`` (default ``fine_tune_epochs``)
+    and must keep ``squeeze_margin_pct`` points of the budget unspent on the tuning split:
+    many small steps each kept on a noisy 500-image score pick the lucky ones, and the
+    validation score then falls short (LeNet-5 seed 3: 1.0 points spent on the tuning split,
+    2.8 on validation). Knobs and search plans are ``energy_prioritized``'s."""
 
     def __init__(self, ladder: Sequence[int] = DEFAULT_LADDER, fine_tune_epochs: float = 0.5,
                  max_steps: int = 100, min_share: float = 0.0, rank_by: str = "saving",
                  patience: int = 2, selection_variants: Sequence[Mapping[str, Any]] = (),
                  squeeze_variants: Sequence[Mapping[str, Any]] = (),
-                 squeeze_margin_pct: float = 0.5) -> None:
+                 squeeze_margin_pct: float = 0.5, widen_deadzones: Sequence[float] = (),
+                 squeeze_epochs: float | None = None) -> None:
         super().__init__(ladder, fine_tune_epochs, max_steps, min_share, rank_by)
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
             raise ValidationError.field("energy_backtracking", "patience", patience,
@@ -151,6 +156,15 @@ class EnergyBacktracking(EnergyPrioritized):
             raise ValidationError.field("energy_backtracking", "squeeze_margin_pct",
                                         squeeze_margin_pct, "accuracy points >= 0")
         self.squeeze_margin_pct = float(squeeze_margin_pct)
+        zones = widen_deadzones
+        if isinstance(zones, str | bytes) or not isinstance(zones, Sequence) or not all(
+                isinstance(z, int | float) and not isinstance(z, bool) and 0.5 < z < 1
+                for z in zones) or list(zones) != sorted(set(zones)):
+            raise ValidationError.field("energy_backtracking", "widen_deadzones", zones,
+                                        "increasing dead zones in (0.5, 1)")
+        self.widen_deadzones = tuple(float(z) for z in zones)
+        self.squeeze_epochs = self.fine_tune_epochs if squeeze_epochs is None else _epochs(
+            "energy_backtracking", "squeeze_epochs", squeeze_epochs)
 
     def run(self, session: CompressionSession) -> CompressionPlan:
         ladders = {name: list(self.ladder) for name in session.layer_names}
@@ -204,29 +218,36 @@ class EnergyBacktracking(EnergyPrioritized):
         shares = session.energy_shares()
         for name in sorted((n for n in made_by if made_by[n]), key=lambda n: -shares[n]):
             # the study's own set (cheaper) once more, now that the others have settled
-            if self._try(session, {name: sizes[name]}, {name: {}}, "squeeze", 0.0):
+            if self._try(session, {name: sizes[name]}, {name: {}}, "squeeze", 0.0,
+                         epochs=self.fine_tune_epochs):
                 made_by[name] = {}
         self._squeeze_variants(session, sizes, made_by)
+        self._widen(session, sizes)
         return CompressionPlan(sizes)
 
     def _try(self, session: CompressionSession, sizes: Mapping[str, int],
-             options: Mapping[str, Mapping[str, Any]], step: str, margin_pct: float) -> bool:
-        """Select ``sizes`` with each layer's ``options``, fine-tune, keep if within the
-        budget less ``margin_pct`` and cheaper; else restore."""
+             options: Mapping[str, Mapping[str, Any]], step: str, margin_pct: float,
+             zones: Mapping[str, float] | None = None, epochs: float | None = None) -> bool:
+        """Select ``sizes`` with each layer's ``options`` (or, with ``zones``, widen the
+        layers' dead zones on their codes), fine-tune, keep if within the budget less
+        ``margin_pct`` and cheaper; else restore."""
         snapshot, before = session.snapshot(), session.mac_energy_pj()
         shares = session.energy_shares()
-        for name, n_levels in sizes.items():
+        if zones is not None:
+            session.widen(zones)
+        for name, n_levels in sizes.items() if zones is None else ():
             session.apply({name: n_levels}, options[name] or None)
-        session.fine_tune(self.fine_tune_epochs)
+        session.fine_tune(self.squeeze_epochs if epochs is None else epochs)
         acc = session.accuracy()
         accepted = session.within_budget(acc - margin_pct) and session.mac_energy_pj() < before
         first = next(iter(sizes))  # a network-wide step logs as layer "*"
         one = len(sizes) == 1
+        what = {"deadzone": zones[first]} if zones is not None and one else (
+            {"selection": dict(options[first])} if options.get(first) else {})
         session.log_step(step=step, layer=first if one else "*",
                          share=sum(shares[n] for n in sizes),
                          n_levels=sizes[first] if one else None, accuracy=acc,
-                         accepted=accepted,
-                         **({"selection": dict(options[first])} if options[first] else {}))
+                         accepted=accepted, **what)
         if not accepted:
             session.restore(snapshot)
         return accepted
@@ -250,6 +271,30 @@ class EnergyBacktracking(EnergyPrioritized):
                                  self.squeeze_margin_pct):
                     break
                 made_by.update(over)
+
+    def _widen(self, session: CompressionSession, sizes: Mapping[str, int]) -> None:
+        """``widen_deadzones`` in order: every compressed layer at once while that holds,
+        then layer by layer, largest share first, each to its first failure. A layer whose
+        zone is already as wide (from a squeeze variant) is left out of that step."""
+        layers = [n for n in session.layer_names if sizes[n] < FULL_LEVELS]
+        if not self.widen_deadzones or not layers:
+            return
+        zone = {n: a.deadzone for n, a in session.allowed_sets().items() if n in layers}
+        left = list(self.widen_deadzones)
+        while left and layers:
+            wider = {n: left[0] for n in layers if zone[n] < left[0]}
+            if wider and not self._try(session, {n: sizes[n] for n in wider}, {},
+                                       "widen-all", self.squeeze_margin_pct, wider):
+                break
+            zone.update(wider)
+            left.pop(0)
+        shares = session.energy_shares()
+        for name in sorted(layers, key=lambda n: -shares[n]) if left else ():
+            for z in (z for z in left if z > zone[name]):
+                if not self._try(session, {name: sizes[name]}, {}, "widen",
+                                 self.squeeze_margin_pct, {name: z}):
+                    break
+                zone[name] = z
 
 
 class Uniform:

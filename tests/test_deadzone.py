@@ -128,7 +128,9 @@ class ZoneSession:
         self.budget_pct, self.baseline_accuracy = budget, 90.0
         self.zone = {n: 0.5 for n in damage}
         self.steps: list[dict] = []
-        self.fine_tunes = 0
+        self.fine_tunes = self.applied = 0
+        self.epochs: list[float] = []
+        self.widened: list[dict] = []
 
     def mac_energy_pj(self) -> float:
         return sum(e * (1.5 - self.zone[n]) for n, e in self.energy.items())
@@ -141,11 +143,20 @@ class ZoneSession:
         return self.mac_energy_pj()
 
     def apply(self, plan, options=None):
+        self.applied += 1
         for name in plan:
             self.zone[name] = (options or {}).get("deadzone", 0.5)
 
+    def allowed_sets(self):
+        return {n: AllowedSet(n, (-1, 0, 1), z) for n, z in self.zone.items()}
+
+    def widen(self, zones):
+        self.widened.append(dict(zones))
+        self.zone.update(zones)
+
     def fine_tune(self, epochs):
         self.fine_tunes += 1
+        self.epochs.append(epochs)
 
     def accuracy(self):
         return self.baseline_accuracy - self.spent - sum(
@@ -196,9 +207,53 @@ def test_squeeze_variants_widen_every_layer_then_layer_by_layer(registry):
     assert [s["accepted"] for s in spent.steps] == [False, False, False]
 
 
+def test_widening_keeps_the_codes_and_walks_like_the_squeeze(registry):
+    session = ZoneSession({"big": 0.45, "small": 0.1})
+    plan = instantiate(registry.get("scheduler", "energy_backtracking"), {
+        "ladder": [3], "widen_deadzones": [0.6, 0.7, 0.8], "squeeze_epochs": 0.3}).run(session)
+    assert dict(plan.n_levels) == {"big": 3, "small": 3}
+    # the squeeze's walk (previous test), on the layers' own codes: no re-selection
+    assert [(s["step"], s["layer"], s["accepted"]) for s in session.steps] == [
+        ("widen-all", "*", True), ("widen-all", "*", True), ("widen-all", "*", False),
+        ("widen", "big", False), ("widen", "small", True)]
+    assert session.steps[-1]["deadzone"] == 0.8
+    assert session.zone == {"big": 0.7, "small": 0.8} and session.applied == 0
+    assert session.epochs == [0.3] * 5
+    # a layer a squeeze variant already took to 0.7 sits out the steps up to 0.7
+    session = ZoneSession({"big": 0.0, "small": 0.0})
+    scheduler = instantiate(registry.get("scheduler", "energy_backtracking"), {
+        "ladder": [3], "squeeze_margin_pct": 0.0, "widen_deadzones": [0.6, 0.7, 0.8]})
+    session.zone["small"] = 0.7
+    scheduler._widen(session, {"big": 3, "small": 3})
+    assert session.widened == [{"big": 0.6}, {"big": 0.7}, {"big": 0.8, "small": 0.8}]
+
+
+def test_session_widen_changes_the_projection_not_the_codes(lenet):
+    from types import SimpleNamespace
+
+    from dse_core.compression.compress import Session
+
+    qnet, _ = lenet
+    qnet.set_allowed("conv2", [-40, 0, 30])
+    before = qnet.codes()["conv2"]
+    session = SimpleNamespace(net=qnet, layer_names=list(qnet.layers))
+    Session.widen(session, {"conv2": 0.8})
+    assert qnet.layers["conv2"].allowed == (-40, 0, 30) and qnet.layers["conv2"].deadzone == 0.8
+    after = qnet.codes()["conv2"]
+    assert (after == 0).sum() > (before == 0).sum()  # more zeros ...
+    assert ((after == 0) | (after == before)).all()  # ... and nothing else moved
+    for bad, message in (({"conv2": 1.0}, "deadzone"), ({"conv9": 0.6}, "conv9")):
+        with pytest.raises(DseError, match=message):
+            Session.widen(session, bad)
+
+
 def test_squeeze_options_are_checked(registry):
     for bad, message in (({"squeeze_variants": {"deadzone": 0.6}},
                           "energy_backtracking.squeeze_variants"),
+                         ({"widen_deadzones": [0.7, 0.6]}, "energy_backtracking.widen_deadzones"),
+                         ({"widen_deadzones": [0.5]}, "energy_backtracking.widen_deadzones"),
+                         ({"widen_deadzones": 0.6}, "energy_backtracking.widen_deadzones"),
+                         ({"squeeze_epochs": -1}, "energy_backtracking.squeeze_epochs"),
                          ({"squeeze_margin_pct": -1}, "energy_backtracking.squeeze_margin_pct")):
         with pytest.raises(DseError, match=message):
             instantiate(registry.get("scheduler", "energy_backtracking"), bad)
@@ -235,11 +290,12 @@ def test_a_compress_run_squeezes_dead_zones_and_distils(tmp_path, monkeypatch, r
     from dse_core.cli import cli
     from tests.test_compress import STUDY
 
-    teachers = []
+    teachers, labels = [], []
     real = compress.train_epochs
 
     def spy(model, fit, **kw):
-        teachers.append(kw.get("teacher"))
+        teachers.append(kw.get("teacher_logits"))
+        labels.append(fit[1])
         assert kw["distill_weight"] == 0.5 and kw["temperature"] == 4.0
         return real(model, fit, **kw)
 
@@ -250,7 +306,8 @@ def test_a_compress_run_squeezes_dead_zones_and_distils(tmp_path, monkeypatch, r
         'scheduler_options = { ladder = [255, 8, 3], fine_tune_epochs = 0.2 }',
         'scheduler = "energy_backtracking"\n'
         'scheduler_options = { ladder = [255, 3], fine_tune_epochs = 0.05, '
-        'squeeze_margin_pct = 0, squeeze_variants = [{ deadzone = 0.6 }] }')
+        'squeeze_margin_pct = 0, squeeze_variants = [{ deadzone = 0.6 }], '
+        'widen_deadzones = [0.7] }')
         .replace("accuracy_budget_pct = 2.0", "accuracy_budget_pct = 90.0")
         .replace("qat_epochs = 0.5", "qat_epochs = 0.2")
         .replace("final_epochs = 0.25", "final_epochs = 0.05")
@@ -262,19 +319,26 @@ def test_a_compress_run_squeezes_dead_zones_and_distils(tmp_path, monkeypatch, r
     report = json.loads((out / "report.json").read_text())
     squeeze = [s for s in report["steps"] if str(s["step"]).startswith("squeeze")]
     assert squeeze[0]["step"] == "squeeze-all" and squeeze[0]["selection"] == {"deadzone": 0.6}
-    widened = {lc["layer"] for lc in report["layers"] if lc["deadzone"] == 0.6}
+    widen = [s for s in report["steps"] if str(s["step"]).startswith("widen")]
+    assert widen[0]["step"] == "widen-all" and widen[0]["layer"] == "*"
+    zones = {lc["layer"]: lc["deadzone"] for lc in report["layers"]}
     compressed = {lc["layer"] for lc in report["layers"] if lc["n_levels"] == 3}
-    kept = {s["layer"] for s in squeeze[1:] if s["accepted"]}
     # the budget (90 points) holds whatever happens: a step is kept iff it saves energy
-    assert widened and widened == (compressed if squeeze[0]["accepted"] else kept)
-    assert {lc["deadzone"] for lc in report["layers"]} <= {0.5, 0.6}
+    squeezed = compressed if squeeze[0]["accepted"] else {
+        s["layer"] for s in squeeze[1:] if s["accepted"]}
+    widened = compressed if widen[0]["accepted"] else {
+        s["layer"] for s in widen[1:] if s["accepted"]}
+    assert widened and {n for n, z in zones.items() if z == 0.7} == widened
+    assert all(zones[n] == (0.6 if n in squeezed else 0.5) for n in compressed - widened)
+    assert all(zones[n] == 0.5 for n in set(zones) - compressed)
     net, _ = load_compressed(registry, out / "model.npz")
     assert {n: m.deadzone for n, m in net.layers.items()} == {
         lc["layer"]: lc["deadzone"] for lc in report["layers"]}
     header = next(line for line in result.output.splitlines() if line.startswith("layer"))
     assert header.split()[-1] == "deadzone"  # the table says which projection it used
     assert teachers[0] is None and len(teachers) > 2  # the baseline QAT has no teacher
-    teacher = teachers[1]
+    teacher = teachers[1]  # the baseline's logits on the fit split, computed once
     assert teacher is not None and all(t is teacher for t in teachers[1:])
-    assert not teacher.training  # a frozen copy, in eval mode
+    assert teacher.shape == (len(labels[1]), 10) and not teacher.requires_grad
+    assert float((teacher.argmax(1) == labels[1]).float().mean()) > 0.8  # a trained teacher
 

@@ -73,6 +73,45 @@ def test_integer_inference_equals_the_qat_model_bit_for_bit(net):
     assert (logits.argmax(1) == ref.argmax(1)).float().mean() > 0.8
 
 
+class _Wide(nn.Module):
+    """Accumulators past float32's 24-bit mantissa (K = 64·9 = 576 and 1024), dense and
+    grouped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(64, 64, 3, padding=1)
+        self.grouped = nn.Conv2d(64, 64, 3, padding=1, groups=2)
+        self.fc = nn.Linear(64 * 4 * 4, 10)
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return self.fc(torch.relu(self.grouped(torch.relu(self.conv(x)))).flatten(1))
+
+
+def test_wide_layers_stay_exact_in_float32_slices():
+    torch.manual_seed(0)
+    model = _Wide().eval()
+    with torch.no_grad():  # weights near +127 and inputs near the top of the uint8 range:
+        for m in (model.conv, model.grouped, model.fc):  # about the worst accumulators
+            m.weight.copy_(1 - 0.03 * torch.rand_like(m.weight))
+    x = 2 - 0.05 * torch.rand(16, 64, 4, 4)
+    x[:, :, 0, 0] = 0  # the activation range starts at 0: zero point 0, codes up to 255
+    qnet = quantize_network(model, [x], x[:1])
+    conv, grouped, fc = (qnet.layers[n] for n in ("conv", "grouped", "fc"))
+    assert not conv.exact_in_float32 and [(s.start, s.stop) for s in conv.exact_slices] == [
+        (0, 32), (32, 64)]
+    assert len(fc.exact_slices) == 2 and not grouped.exact_slices  # grouped: float64
+    qnet.model.eval()
+    with torch.no_grad():
+        logits = qnet.model(x)
+    assert torch.equal(integer_predict(qnet, x), logits)
+    # one float32 convolution over all 576 would round: the slices are what keeps it exact
+    a = conv.activation_int(x)
+    codes, _ = conv.weight_codes()
+    exact = torch.nn.functional.conv2d(a.double(), codes.double(), padding=1)
+    assert exact.abs().max() > 2 ** 24
+    assert not torch.equal(torch.nn.functional.conv2d(a, codes, padding=1).double(), exact)
+
+
 def test_codes_stay_in_the_allowed_set_and_gradients_pass_straight_through(net):
     qnet, x, _ = net
     allowed = (-90, -7, 0, 7, 90)

@@ -103,6 +103,16 @@ class CompressionSession(Protocol):
         policy with these options over its own, for this call."""
         ...
 
+    def allowed_sets(self) -> dict[str, AllowedSet]:
+        """Each layer's allowed set now (its codes and dead zone)."""
+        ...
+
+    def widen(self, zones: Mapping[str, float]) -> None:
+        """Re-project each named layer's *current* allowed codes with this dead zone
+        (:attr:`~dse_core.types.AllowedSet.deadzone`): the codes stay, only more small
+        weights go to 0 (no re-selection from latent weights that drifted since)."""
+        ...
+
     def preview_energy(self, plan: Mapping[str, int]) -> float:
         """The network's MAC energy in pJ if ``plan`` were applied now (nothing is kept)."""
         ...
