@@ -57,7 +57,7 @@ def main() -> None:
     model, _ = build_model(registry, "resnet20", input_shape=(1, 28, 28), num_classes=10)
     images, labels = mnist5k_arrays()[:2]
     x = torch.tensor(images[:1000], dtype=torch.float32).reshape(-1, 1, 28, 28) / 255.0
-    y = torch.as_tensor(labels[:1000], dtype=torch.long)
+    y = torch.tensor(labels[:1000], dtype=torch.long)
     net = quantize_network(model.eval(), [x[:256]], x[:1])
     net.model.eval()
     rows = []

@@ -30,9 +30,10 @@ def _key(r: int, c: int | None) -> float:
 def _owned(lo: int | None, v: int, hi: int | None) -> list[tuple[int, int | None]]:
     """The raw codes that project to ``v`` (index codes, code + 128) when its remaining
     neighbours are ``lo`` and ``hi`` (None: none on that side), each with the neighbour it
-    goes to once ``v`` is removed (None: v is the last code). The rule is ``projection_table``'s (nearest, ties to the
-    code nearer zero), in plain Python: the greedy asks ~10⁵ times per network, always of
-    a small range, and numpy's per-call overhead made the selection 4x slower."""
+    goes to once ``v`` is removed (None: v is the last code). The rule is
+    ``projection_table``'s (nearest, ties to the code nearer zero), in plain Python: the
+    greedy asks ~10⁵ times per network, always of a small range, and numpy's per-call
+    overhead made the selection 4x slower."""
     out = []
     for r in range(0 if lo is None else lo, 256 if hi is None else hi + 1):
         k_lo, k_v, k_hi = _key(r, lo), _key(r, v), _key(r, hi)
