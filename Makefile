@@ -8,7 +8,8 @@
 #               the search (it also trains LeNet-5, characterises the PE and calibrates
 #               the layers); run it again and the study continues
 #   make test   creates .venv, installs systolic-dse with its test tools, runs the test suite
-#               (9 min 48 s after make demo on 2 cores, without Yosys: 422 passed, 59 skipped)
+#               (without Yosys, fresh clone, beside another job on 2 cores: 17 min in all,
+#               425 passed, 59 skipped)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
