@@ -123,8 +123,9 @@ class EnergyBacktracking(EnergyPrioritized):
     first, a layer stopping at its first failure. Each variant's options go over those that
     made the layer's set. ``widen_deadzones`` (e.g. ``[0.55, 0.6, 0.65, 0.7]``), last, the
     same walk with each layer's dead zone widened *on the codes it has*
-    (:meth:`CompressionSession.widen`): a re-selection picks its set again from latent
-    weights that drifted since, which broke ResNet-20 (tuning accuracy to 20.6 % at 0.55).
+    (:meth:`CompressionSession.widen`), where a squeeze variant re-selects the set from
+    latent weights that drifted since it was chosen (on ResNet-20 widening kept 0.55-0.6 on
+    7 of 20 layers; network-wide, both fell to 17-28 % tuning accuracy at 0.55).
     A squeeze or widen step fine-tunes ``squeeze_epochs`` (default ``fine_tune_epochs``)
     and must keep ``squeeze_margin_pct`` points of the budget unspent on the tuning split:
     many small steps each kept on a noisy 500-image score pick the lucky ones, and the
