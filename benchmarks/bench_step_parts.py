@@ -7,7 +7,9 @@ schedule step of ResNet-20"). Each pair must give the same numbers; the script c
 * a 0.1-epoch distilled fine-tune: a teacher forward pass per batch, against its logits
   computed once;
 * one layer's `energy_accuracy` selection (3 codes, keep_signs): numpy's nearest-code rule
-  per call, against the plain-Python one.
+  per call, against the plain-Python one;
+* the `saving` ranking's previews (each layer at its next size): every layer's weights read,
+  recounted and put back per preview, against the plan's layer only.
 
     python -m benchmarks.bench_step_parts
 """
@@ -109,6 +111,31 @@ def main() -> None:
     after, new_sets = _timed(select_all, repeat=1)
     assert old_sets == new_sets, "the two selection rules chose different sets"
     rows.append((f"selection of all {len(codes)} layers (3 codes)", before, after))
+
+    from dse_core.compression.compress import Session, _EnergyView
+    from dse_core.compression.study import load_study
+
+    guide = _EnergyView.__new__(_EnergyView)  # the guide's curves; no characterisation
+    guide.per_weight_pj = {n: energy * (1 + i) for i, n in enumerate(net.layers)}
+    session = Session(net, selector, guide, {"fit": fit}, load_study(
+        "studies/resnet20_backtracking.toml"), "cpu")
+
+    def preview_earlier(plan):  # type: ignore[no-untyped-def]
+        saved = {n: (m.allowed, m.deadzone) for n, m in net.layers.items()}
+        session.apply(plan, fresh_sensitivity=False)
+        net.weights_in_code_units()  # the earlier apply read every layer's weights
+        total = sum(guide.mac_pj(net.codes()).values())  # and recounted every layer
+        for n, (c, zone) in saved.items():
+            net.set_allowed(n, c, zone)
+        return total
+
+    def rank(preview):  # type: ignore[no-untyped-def]
+        return [preview({n: 8}) for n in net.layers]
+
+    before, old_totals = _timed(lambda: rank(preview_earlier), repeat=1)
+    after, new_totals = _timed(lambda: rank(session.preview_energy), repeat=1)
+    assert old_totals == new_totals, "the two previews gave different energies"
+    rows.append((f"`saving` ranking: {len(codes)} layer previews (8 codes)", before, after))
 
     print("| part | earlier | now | speed-up |")
     print("|---|---|---|---|")

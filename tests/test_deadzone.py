@@ -342,3 +342,57 @@ def test_a_compress_run_squeezes_dead_zones_and_distils(tmp_path, monkeypatch, r
     assert teacher.shape == (len(labels[1]), 10) and not teacher.requires_grad
     assert float((teacher.argmax(1) == labels[1]).float().mean()) > 0.8  # a trained teacher
 
+
+
+def test_previews_and_energies_equal_a_full_recount_and_follow_every_write(lenet, registry):
+    """``Session.preview_energy`` selects and measures only the plan's layers and reuses the
+    others' energies while no weight or set changed: the same float as applying the plan,
+    recounting every layer and putting it back; the network is left as it was."""
+    from dse_core.compression.compress import Session, _EnergyView
+    from dse_core.compression.study import load_study
+
+    qnet, x = lenet
+    rng = np.random.default_rng(0)
+    guide = _EnergyView.__new__(_EnergyView)
+    guide.per_weight_pj = {n: rng.random(256) * 10 for n in qnet.layers}
+    selector = instantiate(registry.get("selector", "energy_accuracy"), {"keep_signs": True})
+    study = load_study("studies/lenet5_backtracking.toml")
+    session = Session(qnet, selector, guide, {"fit": (x, torch.zeros(len(x), dtype=torch.long))},
+                      study, "cpu")
+    qnet.set_allowed("conv2", [-40, 0, 30], 0.6)
+
+    def recount() -> float:
+        return sum(guide.mac_pj(qnet.codes()).values())
+
+    def full_preview(plan) -> float:
+        saved = {n: (m.allowed, m.deadzone) for n, m in qnet.layers.items()}
+        session.apply(plan, fresh_sensitivity=False)
+        total = recount()
+        for n, (codes, zone) in saved.items():
+            qnet.set_allowed(n, codes, zone)
+        return total
+
+    before = qnet.codes()
+    assert session.mac_energy_pj() == recount()
+    for name in qnet.layers:
+        for n_levels in (3, 8, 255):
+            assert session.preview_energy({name: n_levels}) == full_preview({name: n_levels})
+    assert session.preview_energy({"conv1": 3, "fc1": 4}) == full_preview({"conv1": 3, "fc1": 4})
+    assert all((qnet.codes()[n] == c).all() for n, c in before.items())
+    assert qnet.layers["conv2"].allowed == (-40, 0, 30) and qnet.layers["conv2"].deadzone == 0.6
+    snapshot = session.snapshot()
+    w = qnet.layers["conv1"].weight
+
+    def nudge() -> None:  # an in-place write, as an optimiser step makes
+        with torch.no_grad():
+            w.add_(torch.randn_like(w) * w.abs().mean())
+
+    for write in (nudge,
+                  lambda: qnet.set_allowed("fc1", [-50, 0, 60]),         # a new set
+                  lambda: session.widen({"conv2": 0.8}),                 # a wider zone
+                  lambda: session.restore(snapshot)):                    # load_state_dict
+        old = session.mac_energy_pj()
+        write()
+        assert session.mac_energy_pj() == recount() != old
+        assert session.energy_shares() == {n: e / recount()
+                                           for n, e in guide.mac_pj(qnet.codes()).items()}

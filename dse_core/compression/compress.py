@@ -153,9 +153,11 @@ class _EnergyView:
             self.per_weight_pj[key] = self.per_weight_pj.get(key, 0.0) + m.streamed * curve
 
     def mac_pj(self, codes: Mapping[str, np.ndarray]) -> dict[str, float]:
-        return {name: float(np.bincount(codes[name].ravel().astype(np.int64) + 128,
-                                        minlength=256) @ curve)
-                for name, curve in self.per_weight_pj.items()}
+        return {name: self.layer_pj(name, codes[name]) for name in self.per_weight_pj}
+
+    def layer_pj(self, name: str, codes: np.ndarray) -> float:
+        return float(np.bincount(codes.ravel().astype(np.int64) + 128, minlength=256)
+                     @ self.per_weight_pj[name])
 
     def energies(self, codes: Mapping[str, np.ndarray], memory: Any = None,
                  n_levels: Mapping[str, int] | None = None) -> list[Any]:
@@ -201,6 +203,7 @@ class Session:
         self._calls = 0
         self._sensitivity_cache: dict[str, np.ndarray] = {}
         self._variants: dict[str, WeightSelector] = {}
+        self._energy_cache: tuple[Any, dict[str, float]] | None = None
         #: the int8 baseline's logits on the fit split, when fine-tunes distil from it
         self.teacher_logits: Any = None
         #: the selection plugin's factory (options -> selector), for selection variants
@@ -262,8 +265,20 @@ class Session:
                        f"{fields.get('accuracy', float('nan')):.2f} % ({verdict})", err=True)
 
     # -- energy and selection -----------------------------------------------------------
+    def _layer_energies(self) -> dict[str, float]:
+        """Each layer's MAC energy under the guide, computed again only when a weight tensor
+        was written (torch bumps ``_version`` on every in-place write: optimiser steps,
+        ``load_state_dict``; not writes through ``.data``, which nothing here makes) or an
+        allowed set changed: a ``saving`` ranking previews every open layer against the
+        same network."""
+        key = tuple((id(m.weight), m.weight._version, m.allowed, m.deadzone,
+                     m.weight_scale_fixed._version) for m in self.net.layers.values())
+        if self._energy_cache is None or self._energy_cache[0] != key:
+            self._energy_cache = (key, self.guide.mac_pj(self.net.codes()))
+        return dict(self._energy_cache[1])
+
     def energy_shares(self) -> dict[str, float]:
-        energy = self.guide.mac_pj(self.net.codes())
+        energy = self._layer_energies()
         total = sum(energy.values()) or 1.0
         return {name: e / total for name, e in energy.items()}
 
@@ -287,14 +302,21 @@ class Session:
 
     def mac_energy_pj(self) -> float:
         """The network's MAC energy under the guiding model and the current codes."""
-        return sum(self.guide.mac_pj(self.net.codes()).values())
+        return sum(self._layer_energies().values())
 
     def preview_energy(self, plan: Mapping[str, int]) -> float:
-        """:meth:`mac_energy_pj` if ``plan`` were applied now (no training, nothing kept)."""
-        saved = {n: (m.allowed, m.deadzone) for n, m in self.net.layers.items()}
+        """:meth:`mac_energy_pj` if ``plan`` were applied now (no training, nothing kept).
+        Only the plan's layers are selected, measured and put back; the sum runs over the
+        layers in the same order, so it is the number a full recount gives."""
+        energy = self._layer_energies()
+        layers = self.net.layers
+        saved = {n: (layers[n].allowed, layers[n].deadzone) for n in plan if n in layers}
         try:
             self.apply(plan, fresh_sensitivity=False)
-            return self.mac_energy_pj()
+            for name in plan:
+                codes, _ = layers[name].weight_codes()
+                energy[name] = self.guide.layer_pj(name, codes.to("cpu").numpy().astype(np.int8))
+            return sum(energy.values())
         finally:
             for name, (codes, deadzone) in saved.items():
                 self.net.set_allowed(name, codes, deadzone)
@@ -332,7 +354,7 @@ class Session:
         if selector.needs_sensitivity and (fresh_sensitivity or not self._sensitivity_cache):
             self._sensitivity_cache = self._sensitivity()
         sensitivity = self._sensitivity_cache
-        weights = self.net.weights_in_code_units()
+        weights = self.net.weights_in_code_units([n for n in plan if n in self.net.layers])
         for name, n_levels in plan.items():
             if name not in self.net.layers:
                 raise DseError(f"compression plan names layer {name!r}; layers: "

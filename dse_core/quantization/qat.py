@@ -194,10 +194,13 @@ class QuantNetwork:
             out[name] = c.to("cpu").numpy().astype(np.int8)
         return out
 
-    def weights_in_code_units(self) -> dict[str, np.ndarray]:
-        """Latent weight / scale (before rounding), flattened: what selection policies see."""
+    def weights_in_code_units(self, names: Iterable[str] | None = None
+                              ) -> dict[str, np.ndarray]:
+        """Latent weight / scale (before rounding), flattened: what selection policies see;
+        every layer's, or those ``names``."""
         out = {}
-        for name, m in self.layers.items():
+        for name in self.layers if names is None else names:
+            m = self.layers[name]
             out[name] = (m.weight.detach() / m.weight_scale()).to("cpu").numpy().ravel()
         return out
 
