@@ -59,6 +59,10 @@ METHODS: dict[str, Method] = {
     "backtracking-widen-signs-kd": Method("msb_hamming", "energy_accuracy",
                                           "energy_backtracking", WIDEN,
                                           {"keep_signs": True}, {"distill_weight": 0.5}),
+    # the ResNet-20 study's widening before its margin went from 0.5 to 0.3 (results.md)
+    "backtracking-widen-signs-kd-margin-0.5": Method(
+        "msb_hamming", "energy_accuracy", "energy_backtracking",
+        {**WIDEN, "squeeze_margin_pct": 0.5}, {"keep_signs": True}, {"distill_weight": 0.5}),
     "backtracking-deadzone-signs-kd-global-stats": Method(
         "global_activation", "energy_accuracy", "energy_backtracking", SQUEEZE,
         {"keep_signs": True}, {"distill_weight": 0.5}),
@@ -176,6 +180,7 @@ def summary(args: argparse.Namespace) -> None:
 
         fig, ax = plt.subplots(figsize=(8.6, 4.6))
         shown = [m for m in METHODS if any(r["method"] == m for r in rows)]
+        shown += [m for m in dict.fromkeys(r["method"] for r in rows) if m not in METHODS]
         colours = plt.get_cmap("tab20")
         for i, method in enumerate(shown):  # colour and marker: no two methods look alike
             pts = [r for r in rows if r["method"] == method]

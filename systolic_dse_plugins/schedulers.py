@@ -124,13 +124,15 @@ class EnergyBacktracking(EnergyPrioritized):
     made the layer's set. ``widen_deadzones`` (e.g. ``[0.55, 0.6, 0.65, 0.7]``), last, the
     same walk with each layer's dead zone widened *on the codes it has*
     (:meth:`CompressionSession.widen`), where a squeeze variant re-selects the set from
-    latent weights that drifted since it was chosen (on ResNet-20 widening kept 0.55-0.6 on
-    7 of 20 layers; network-wide, both fell to 17-28 % tuning accuracy at 0.55).
+    latent weights that drifted since it was chosen (on ResNet-20 seed 0, at a 0.5 margin,
+    widening kept 0.55-0.6 on 7 of 20 layers, the variants 0.55 on 5 of 18; network-wide,
+    both fell to 10-28 % tuning accuracy at 0.55).
     A squeeze or widen step fine-tunes ``squeeze_epochs`` (default ``fine_tune_epochs``)
     and must keep ``squeeze_margin_pct`` points of the budget unspent on the tuning split:
     many small steps each kept on a noisy 500-image score pick the lucky ones, and the
     validation score then falls short (LeNet-5 seed 3: 1.0 points spent on the tuning split,
-    2.8 on validation). Knobs and search plans are ``energy_prioritized``'s."""
+    2.8 on validation; the ResNet-20 study takes 0.3, where 0.5 turned down widenings its
+    validation drops did not need). Knobs and search plans are ``energy_prioritized``'s."""
 
     def __init__(self, ladder: Sequence[int] = DEFAULT_LADDER, fine_tune_epochs: float = 0.5,
                  max_steps: int = 100, min_share: float = 0.0, rank_by: str = "saving",
