@@ -314,8 +314,7 @@ class Session:
         try:
             self.apply(plan, fresh_sensitivity=False)
             for name in plan:
-                codes, _ = layers[name].weight_codes()
-                energy[name] = self.guide.layer_pj(name, codes.to("cpu").numpy().astype(np.int8))
+                energy[name] = self.guide.layer_pj(name, self.net.layer_codes(name))
             return sum(energy.values())
         finally:
             for name, (codes, deadzone) in saved.items():

@@ -188,11 +188,11 @@ class QuantNetwork:
 
     def codes(self) -> dict[str, np.ndarray]:
         """Each layer's projected int8 codes, shaped like its weight."""
-        out = {}
-        for name, m in self.layers.items():
-            c, _ = m.weight_codes()
-            out[name] = c.to("cpu").numpy().astype(np.int8)
-        return out
+        return {name: self.layer_codes(name) for name in self.layers}
+
+    def layer_codes(self, name: str) -> np.ndarray:
+        c, _ = self.layers[name].weight_codes()
+        return c.to("cpu").numpy().astype(np.int8)
 
     def weights_in_code_units(self, names: Iterable[str] | None = None
                               ) -> dict[str, np.ndarray]:
