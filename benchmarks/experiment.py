@@ -81,6 +81,14 @@ METHODS: dict[str, Method] = {
 }
 
 
+def _taken(registry, kind: str, name: str, options: dict) -> dict:  # type: ignore[no-untyped-def]
+    """The study's ``options`` that a plugin's factory takes (all, if it takes ``**kw``)."""
+    params = inspect.signature(registry.get(kind, name).factory).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return dict(options)
+    return {k: v for k, v in options.items() if k in {p.name for p in params}}
+
+
 def run(args: argparse.Namespace) -> None:
     import torch
 
@@ -111,14 +119,16 @@ def run(args: argparse.Namespace) -> None:
                       for k, v in m.policy_options.items()),
                     *(f"training.{k}={json.dumps(v)}" for k, v in m.training.items()),
                     *args.set])
-                # the study's scheduler options, restricted to what this scheduler takes
-                # (the ladder and fine-tune length stay the same for every method)
-                accepted = inspect.signature(
-                    registry.get("scheduler", m.scheduler).factory).parameters
-                options = {**{k: v for k, v in study.compression.scheduler_options.items()
-                              if k in accepted}, **m.scheduler_options}
+                # the study's scheduler and selection options, restricted to what this
+                # method's plugins take (the ladder and fine-tune length stay the same for
+                # every method; a study's keep_signs is not lowest_energy's option)
+                options = _taken(registry, "scheduler", m.scheduler,
+                                 study.compression.scheduler_options)
+                policy_options = _taken(registry, "selector", m.policy,
+                                        study.compression.policy_options)
                 study = study.model_copy(update={"compression": study.compression.model_copy(
-                    update={"scheduler_options": options})})
+                    update={"scheduler_options": {**options, **m.scheduler_options},
+                            "policy_options": {**policy_options, **m.policy_options}})})
                 started = time.perf_counter()
                 result, _, _ = run_compression(registry, study)
                 doc = result.to_json()

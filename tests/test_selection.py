@@ -402,6 +402,27 @@ def test_every_experiment_method_names_plugins_and_options_that_exist(registry):
         Training(**m.training)  # the training keys exist and hold
 
 
+def test_an_experiment_gives_each_method_only_the_study_options_its_plugins_take(registry):
+    """A study's own options (the ResNet-20 study's keep_signs, widen_deadzones) reach a
+    baseline method only where its plugin takes them: lowest_energy and uniform do not."""
+    from benchmarks.experiment import METHODS, _taken
+    from dse_core.compression.study import load_study
+
+    study = load_study("studies/resnet20_backtracking.toml")
+    for name in ("powerpruning", "inq-style", "kmeans", "ttq-style"):
+        m = METHODS[name]
+        policy = _taken(registry, "selector", m.policy, study.compression.policy_options)
+        sched = _taken(registry, "scheduler", m.scheduler, study.compression.scheduler_options)
+        assert "keep_signs" not in policy and set(sched) == {"ladder", "fine_tune_epochs"}, name
+        _make(registry, "selector", m.policy, **{**policy, **m.policy_options})
+        _make(registry, "scheduler", m.scheduler, **{**sched, **m.scheduler_options})
+    shipped = METHODS["backtracking-widen-signs-kd"]
+    assert _taken(registry, "selector", shipped.policy,
+                  study.compression.policy_options) == {"keep_signs": True}
+    assert _taken(registry, "scheduler", shipped.scheduler, study.compression.scheduler_options
+                  )["squeeze_margin_pct"] == 0.3
+
+
 def test_keep_signs_keeps_a_code_of_each_sign_the_weights_have(registry):
     rng = np.random.default_rng(0)
     weights = np.clip(rng.normal(0, 30, 5000), -127, 127)
